@@ -1,0 +1,1 @@
+"""The HTTP gateway: finds workers through the DHT and calls them over RPC."""
