@@ -102,11 +102,11 @@ async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, exec
             workers["batched" if batching else "unbatched"] = w = InferenceWorker(config)
             await w.start()
         samples: dict[str, list[float]] = {}
-        for _ in range(rounds):
+        for r in range(rounds):
             samples.setdefault("raw_1", []).append(raw.rows_per_s(1, seconds))
             samples.setdefault("raw_32", []).append(raw.rows_per_s(32, seconds))
             for c in CALLERS:
-                for key, w in workers.items():
+                for key, w in (list(workers.items()) if r % 2 == 0 else list(workers.items())[::-1]):
                     rate, mean_batch = await worker_rows_per_s(w, model, shape, c, seconds)
                     samples.setdefault(f"{key}_{c}", []).append(rate)
                     samples.setdefault(f"{key}_{c}_mean_batch", []).append(mean_batch)

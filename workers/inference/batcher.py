@@ -12,9 +12,10 @@ waiting request up to `max_batch_size` rows, concatenates them along axis 0,
 runs once, and slices the outputs back to each caller.
 
 When to wait for more rows: requests arriving in the same event-loop turn
-(e.g. callers woken by the previous batch) gather first, except when the model
-is idle and its recent runs served one request each, so a lone caller pays no
-delay. Only while another run of this
+(e.g. callers woken by the previous batch) always gather first: one
+event-loop turn, the only delay a lone caller pays. (Skipping it for a lone
+caller was tried: an in-process caller whose run completes inline then never
+yields, and concurrent callers stop being noticed.) Only while another run of this
 model is in flight (there is load) and the waiting rows do not fill a batch,
 dispatch waits further: at most `max_delay_ms` after the oldest request
 arrived, capped at half the model's recent run time so the wait never
@@ -165,11 +166,9 @@ class Dispatcher:
         """True when dispatch is put off to let more requests join (a wake-up is set).
 
         Requests that arrive in the same loop turn (callers woken by one batch)
-        gather first, unless the model is idle and its recent runs served one
-        request each (a lone caller pays nothing). A further wait (the timer)
-        only happens while another run is in flight."""
-        lone = self._running == 0 and self._ewma_requests < 1.5
-        if not self._soon_passed and not lone:
+        always gather first, which costs a lone caller one loop turn. A further
+        wait (the timer) only happens while another run is in flight."""
+        if not self._soon_passed:
             if self._soon is None:
                 self._soon = self._loop.call_soon(self._after_soon)
             return True
