@@ -95,3 +95,19 @@ def test_bad_toml_file(tmp_path):
     p.write_text("namespace = ")
     with pytest.raises(ConfigInvalid):
         read_toml(p)
+
+
+def test_example_topics_file_loads():
+    import pathlib
+
+    from workers.inference import role_config
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "workers" / "topics.example.toml"
+    t = load_topics(path)
+    assert [m.id for m in t.models] == ["digits", "mlp-tiny", "mlp-mid", "conv-small"]
+    c = role_config(path, env={"MESH_OPS_PORT": "0"}, argv=["--topic", "mlp-mid", "--max-queue", "7"],
+                    topic="mlp-mid")
+    assert c.ops_port == 0 and c.max_queue == 7 and c.serve == ("mlp-mid",)
+    assert c.serving("mlp-mid").max_batch_size == 32 and c.serving("mlp-mid").max_queue == 7
+    assert c.drain_timeout_s == 30 and c.namespace == "inference-mesh"
+    assert layered(WorkerConfig, toml=read_toml(path), role="workers.models").ops_port == 8002
