@@ -189,7 +189,7 @@ class Worker:
                 code = "CANCELLED"
                 raise
             except Exception as e:
-                code, message, _ = wire_error(e)
+                code = wire_error(e)[0]
                 self.log.exception("handler failed", extra={"method": name})
                 raise as_worker_error(e) from e
             finally:

@@ -83,8 +83,7 @@ class OpsServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.requested_port)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        self.port = server.sockets[0].getsockname()[1] if server and server.sockets else self.requested_port
+        self.port = self._runner.addresses[0][1]
         return self.port
 
     async def close(self) -> None:
