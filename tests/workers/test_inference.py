@@ -265,3 +265,36 @@ async def test_metrics_render_inference_histograms(worker):
     assert 'mesh_worker_inference_batch_rows_bucket{le="+Inf",model="digits@1"}' in text
     assert 'mesh_worker_inference_queued{model="digits@1"} 0.0' in text
     assert 'mesh_worker_requests_total{code="OK",method="infer"} 4.0' in text
+
+
+async def test_read_only_and_strided_inputs_as_rpc_delivers_them(worker, model_dir):
+    # the RPC codec hands over np.frombuffer views (read-only, no copy)
+    x = np.frombuffer(digits_rows(3).tobytes(), np.float32).reshape(3, 64)
+    strided = np.repeat(digits_rows(2, seed=5), 2, axis=1)[:, ::2]
+    replies = await asyncio.gather(*[worker.call("infer", {"model": "digits", "inputs": {"x": a}})
+                                     for a in (x, strided)])
+    for a, r in zip((x, strided), replies):
+        ref = reference(model_dir / "digits-1.onnx", {"x": np.ascontiguousarray(a)})
+        np.testing.assert_allclose(r["outputs"]["probabilities"], ref["probabilities"], rtol=1e-5, atol=1e-7)
+
+
+async def test_peers_can_fetch_a_loaded_model_file(worker, model_dir, manifest):
+    entry = await worker.call("get", {"id": "digits"})
+    assert entry["sha256"] == manifest["digits"]["sha256"] and entry["size"] == manifest["digits"]["size"]
+    assert entry["type"] == "onnx" and entry["inputs"][0] == {"name": "x", "dtype": "float32", "shape": ["batch", 64]}
+    data, offset = b"", 0
+    while offset < entry["size"]:
+        chunk = await worker.call("read_chunk", {"sha256": entry["sha256"], "offset": offset, "length": 4096})
+        assert chunk["size"] == entry["size"]
+        data += chunk["data"]
+        offset += len(chunk["data"])
+    assert data == (model_dir / "digits-1.onnx").read_bytes()
+    with pytest.raises(ModelNotFound):
+        await worker.call("read_chunk", {"sha256": "0" * 64, "offset": 0, "length": 1})
+    with pytest.raises(ModelNotFound):
+        await worker.call("get", {"id": "conv-small"})
+    for bad in ({"sha256": "xyz", "offset": 0, "length": 1}, {"sha256": entry["sha256"], "offset": -1, "length": 1},
+                {"sha256": entry["sha256"], "offset": 0, "length": 2 << 20},
+                {"sha256": entry["sha256"], "offset": entry["size"] + 1, "length": 1}, None):
+        with pytest.raises(InvalidInput):
+            await worker.call("read_chunk", bad)

@@ -11,6 +11,10 @@ RPC methods (msgpack; tensors are numpy arrays):
     capacity     -> {"state", "available", "running", "queued", "max_concurrent",
                      "max_queue", "models": [{"model", "version", ...load}]}
     stats        -> {"models": {"<id>@<version>": {...counts, histograms}}, "cache": {...}}
+    get          {"id" or "model": id, "version": optional} -> the model-manager entry
+                 of a loaded model (id, version, type, sha256, size, inputs, outputs, ...)
+    read_chunk   {"sha256", "offset", "length" <= 1 MiB} -> {"data": bytes, "size"}
+                 (get and read_chunk let other workers fetch a model file from this one)
 
 A model is loaded by id and version from a `ModelSource`; the worker hashes the
 bytes it loads and refuses them (CHECKSUM_MISMATCH) unless they match the
@@ -30,11 +34,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..base import Worker
-from ..errors import ChecksumMismatch, InvalidInput, ModelNotLoaded, ModelTooLarge, WorkerError
+from ..errors import ChecksumMismatch, InvalidInput, ModelNotFound, ModelNotLoaded, ModelTooLarge, WorkerError
 from ..logging import BoundLogger
 from .batcher import Dispatcher, ServingConfig
 from .cache import SessionCache
 from .config import InferenceConfig
+from .files import chunk_request, read_chunk
 from .runner import Session, open_session
 from .source import LocalDirectorySource, ModelSource
 from .stats import InferenceStats
@@ -53,6 +58,8 @@ class LoadedModel:
     session: Session
     dispatcher: Dispatcher
     serving: ServingConfig
+    path: Path
+    loaded_at: float
 
     @property
     def label(self) -> str:
@@ -65,6 +72,12 @@ class LoadedModel:
                 "providers": list(self.session.providers), "batching": self.dispatcher.batching,
                 "max_batch_size": self.serving.max_batch_size, "max_concurrent": self.serving.max_concurrent,
                 "max_queue": self.serving.max_queue}
+
+    def entry(self) -> dict[str, Any]:
+        """The model-manager entry format (workers.models.registry.ModelEntry wire)."""
+        return {"id": self.model_id, "version": self.version, "type": "onnx", "sha256": self.sha256,
+                "size": self.size, "inputs": [s.to_dict() for s in self.session.inputs],
+                "outputs": [s.to_dict() for s in self.session.outputs], "created": self.loaded_at, "tags": []}
 
 
 class InferenceWorker(Worker):
@@ -90,7 +103,7 @@ class InferenceWorker(Worker):
                             lambda: {(m.label,): float(m.dispatcher.load()["queued"]) for m in self._cache.values()})
         self.registry.gauge("inference_running", "runs in flight per model", ("model",),
                             lambda: {(m.label,): float(m.dispatcher.load()["running"]) for m in self._cache.values()})
-        for name in ("infer", "capacity", "load_model", "unload_model", "models", "stats"):
+        for name in ("infer", "capacity", "load_model", "unload_model", "models", "stats", "get", "read_chunk"):
             self.method(name, getattr(self, f"rpc_{name}"))
 
     # ------------------------------------------------------------ lifecycle
@@ -152,7 +165,8 @@ class InferenceWorker(Worker):
         serving = self.config.serving(model_id, file.version)
         label = f"{model_id}@{file.version}"
         loaded = LoadedModel(model_id, file.version, digest, len(data), session,
-                             Dispatcher(label, session, serving, self._executor, self.stats), serving)
+                             Dispatcher(label, session, serving, self._executor, self.stats), serving,
+                             Path(file.path), time.time())
         for _key, old in self._cache.put((model_id, file.version), loaded, len(data)):
             self._retire(old, reason="evicted")
         self._latest[model_id] = file.version
@@ -250,6 +264,23 @@ class InferenceWorker(Worker):
                 "cache": {"models": len(self._cache), "bytes": self._cache.total_bytes,
                           "evictions": self._cache.evictions, "max_models": self._cache.max_models,
                           "max_bytes": self._cache.max_bytes}}
+
+    async def rpc_get(self, value: Any) -> dict[str, Any]:
+        """The entry of a loaded model, so peers can fetch its file from this worker."""
+        if isinstance(value, Mapping) and "model" not in value and "id" in value:
+            value = {**value, "model": value["id"]}
+        model_id, version = _model_ref(value)
+        found = self.loaded(model_id, version)
+        if found is None:
+            raise ModelNotFound(f"model {model_id!r} is not loaded on this worker")
+        return found.entry()
+
+    async def rpc_read_chunk(self, value: Any) -> dict[str, Any]:
+        sha256, offset, length = chunk_request(value)
+        found = next((m for m in self._cache.values() if m.sha256 == sha256), None)
+        if found is None:
+            raise ModelNotFound(f"no loaded model has sha256 {sha256}")
+        return await read_chunk(found.path, found.size, offset, length)
 
 
 def _model_ref(value: Any) -> tuple[str, str | None]:
