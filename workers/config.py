@@ -23,7 +23,7 @@ import dataclasses
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
@@ -291,5 +291,5 @@ def _to_bool(raw: Any) -> bool:
 
 __all__ = [
     "WorkerConfig", "ModelConfig", "TopicsConfig", "load_topics", "read_toml", "role_table",
-    "env_layer", "parse_cli", "build_config", "layered", "parse_address", "field",
+    "env_layer", "parse_cli", "build_config", "layered", "parse_address",
 ]

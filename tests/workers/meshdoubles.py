@@ -6,7 +6,6 @@ the mesh (joins, leaves, registered methods) so lifecycle order can be checked.
 
 from __future__ import annotations
 
-import asyncio
 
 
 class Discovery:
