@@ -66,7 +66,7 @@ from typing import Any, Awaitable, Callable, Mapping, Protocol
 from mesh.topics import topic_key
 
 from .config import WorkerConfig
-from .errors import Unavailable, WorkerError, as_worker_error, wire_error
+from .errors import INTERNAL, Unavailable, WorkerError, as_worker_error, wire_error
 from .logging import BoundLogger, get_logger
 from .metrics import Registry
 
@@ -184,6 +184,8 @@ class Worker:
                 return await handler(value)
             except WorkerError as e:
                 code = e.code
+                if code == INTERNAL:  # a bug caught lower down: keep its traceback
+                    self.log.error("handler failed", exc_info=e.__cause__ or e, extra={"method": name})
                 raise
             except asyncio.CancelledError:
                 code = "CANCELLED"

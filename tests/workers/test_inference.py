@@ -297,3 +297,37 @@ async def test_peers_can_fetch_a_loaded_model_file(worker, model_dir, manifest):
                 {"sha256": entry["sha256"], "offset": entry["size"] + 1, "length": 1}, None):
         with pytest.raises(InvalidInput):
             await worker.call("read_chunk", bad)
+
+
+def gather_model(path):
+    """idx[batch] int64 -> Gather(table[10, 4]) -> rows[batch, 4]; an index out of
+    range makes onnxruntime fail at run time."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    table = numpy_helper.from_array(np.arange(40, dtype=np.float32).reshape(10, 4), "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "idx"], ["rows"], axis=0)], "gather",
+                              [helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch"])],
+                              [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["batch", 4])], [table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    data = model.SerializeToString()
+    path.write_bytes(data)
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("inline_max_us", [0.0, 1e6], ids=["executor", "inline"])
+async def test_one_failing_request_does_not_fail_its_batch(tmp_path, inline_max_us):
+    digest = gather_model(tmp_path / "gather.onnx")
+    m = ModelConfig(id="gather", file="gather.onnx", sha256=digest)
+    w = InferenceWorker(config(tmp_path, models=(m,), inline_max_us=inline_max_us))
+    await w.start()
+    await w.call("infer", {"model": "gather", "inputs": {"idx": np.array([1], np.int64)}})  # sets run-time estimate
+    idx = [np.array([i], np.int64) for i in (1, 2, 99, 3)]
+    results = await asyncio.wait_for(asyncio.gather(
+        *[w.call("infer", {"model": "gather", "inputs": {"idx": i}}) for i in idx], return_exceptions=True), 10)
+    assert [r.code if isinstance(r, Exception) else "OK" for r in results] == ["OK", "OK", "INFERENCE_FAILED", "OK"]
+    assert "onnxruntime" in str(results[2])
+    np.testing.assert_array_equal(results[3]["outputs"]["rows"], [[12, 13, 14, 15]])
+    assert w.state == "serving"
+    await w.stop()

@@ -240,11 +240,8 @@ class Dispatcher:
             for item in batch:
                 self._stats.queue_s.observe(t_start - item.t0, self.name)
             try:
-                args = (self.session, [i.feeds for i in batch], [i.rows for i in batch])
-                if self._inline():
-                    results, run_s = _execute(*args)
-                else:
-                    results, run_s = await self._loop.run_in_executor(self._executor, _execute, *args)
+                results, run_s = await self._loop.run_in_executor(
+                    self._executor, _execute, self.session, [i.feeds for i in batch], [i.rows for i in batch])
             except WorkerError as e:
                 if len(batch) == 1:
                     raise
@@ -272,9 +269,9 @@ class Dispatcher:
         rows = sum(i.rows for i in batch)
         try:
             results, run_s = _execute(self.session, [i.feeds for i in batch], [i.rows for i in batch])
-        except WorkerError as e:
-            if len(batch) == 1:
-                _fail(batch, e)
+        except Exception as e:
+            if len(batch) == 1 or not isinstance(e, WorkerError):
+                _fail(batch, as_worker_error(e))  # callers hear back; a bug is logged by the worker
             else:  # the executor path re-runs them one by one
                 self._running += 1
                 task = self._loop.create_task(self._singly_then_release(batch, e))
