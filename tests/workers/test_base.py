@@ -185,7 +185,14 @@ async def test_ops_http_health_and_metrics_over_socket():
     assert 'mesh_worker_requests_total{code="OK",method="echo"} 1.0' in text
     assert 'mesh_worker_request_seconds_count{method="echo"} 1.0' in text
     assert "mesh_worker_in_flight 0.0" in text
-    await w.stop()
+    running = asyncio.create_task(w.call("slow", 1))
+    await asyncio.wait_for(w.entered.wait(), 5)
+    stopping = asyncio.create_task(w.stop())
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/health") as r:
+            assert r.status == 503 and (await r.json())["status"] == "draining"
+    w.gate.set()
+    await asyncio.wait_for(asyncio.gather(running, stopping), 5)
     with pytest.raises(aiohttp.ClientConnectionError):
         async with aiohttp.ClientSession() as http:
             await http.get(f"http://127.0.0.1:{port}/health")

@@ -331,3 +331,32 @@ async def test_one_failing_request_does_not_fail_its_batch(tmp_path, inline_max_
     np.testing.assert_array_equal(results[3]["outputs"]["rows"], [[12, 13, 14, 15]])
     assert w.state == "serving"
     await w.stop()
+
+
+def test_providers_auto_and_missing():
+    from workers.errors import ModelLoadFailed
+    from workers.inference.runner import available_providers, resolve_providers
+    expected = ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available_providers() \
+        else ["CPUExecutionProvider"]
+    assert resolve_providers(("auto",)) == expected
+    assert resolve_providers(("CPUExecutionProvider",)) == ["CPUExecutionProvider"]
+    with pytest.raises(ModelLoadFailed, match="not available; available:"):
+        resolve_providers(("NoSuchExecutionProvider",))
+
+
+async def test_file_that_is_not_onnx_fails_to_load(tmp_path, model_dir, manifest):
+    import hashlib
+    data = b"not an onnx model"
+    (tmp_path / "junk.onnx").write_bytes(data)
+    junk = ModelConfig(id="junk", file="junk.onnx", sha256=hashlib.sha256(data).hexdigest())
+    w = InferenceWorker(config(tmp_path, models=(junk,), serve=("none-at-start",), lazy_load=True),
+                        source=LocalDirectorySource(tmp_path, (junk,)))
+    with pytest.raises(ModelNotFound):  # serve names a model no source has: start fails cleanly
+        await w.start()
+    w = InferenceWorker(config(tmp_path, models=(), serve=()), source=LocalDirectorySource(tmp_path, (junk,)))
+    await w.start()
+    with pytest.raises(Exception) as e:
+        await w.call("infer", {"model": "junk", "inputs": {}})
+    assert e.value.code == "MODEL_LOAD_FAILED" and "onnxruntime cannot load" in str(e.value)
+    assert w.state == "serving"
+    await w.stop()
