@@ -1,6 +1,6 @@
 """Inference worker throughput against raw in-process onnxruntime, same models.
 
-    PYTHONPATH=. python scripts/bench/worker.py [--seconds 0.4 --rounds 3] [--models var/models]
+    PYTHONPATH=. python scripts/bench/worker.py [--seconds 0.3 --rounds 5] [--models var/models]
 
 For each model (mlp-tiny 64-256-10, mlp-mid 512-2048-2048-512, conv-small
 1x3x64x64 conv net), one run measures:
@@ -143,8 +143,8 @@ def markdown(results: list[dict], args) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=0.4, help="measuring time per cell and round")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
+    ap.add_argument("--seconds", type=float, default=0.3, help="measuring time per cell and round")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     ap.add_argument("--models", default="", help="folder from scripts/make_models.py (default: build to a temp dir)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (raw and worker)")
     ap.add_argument("--executor-threads", type=int, default=2, help="worker executor threads = max_concurrent")

@@ -12,10 +12,10 @@ waiting request up to `max_batch_size` rows, concatenates them along axis 0,
 runs once, and slices the outputs back to each caller.
 
 When to wait for more rows: requests arriving in the same event-loop turn
-(e.g. callers woken by the previous batch) always gather first: one
-event-loop turn, the only delay a lone caller pays. (Skipping it for a lone
-caller was tried: an in-process caller whose run completes inline then never
-yields, and concurrent callers stop being noticed.) Only while another run of this
+(e.g. callers woken by the previous batch) gather first: one event-loop
+turn. A lone caller (idle model whose recent runs served one request each)
+skips it, except on inline models: there an in-process caller whose run
+completes inline would never yield, and concurrent callers would go unnoticed. Only while another run of this
 model is in flight (there is load) and the waiting rows do not fill a batch,
 dispatch waits further: at most `max_delay_ms` after the oldest request
 arrived, capped at half the model's recent run time so the wait never
@@ -166,9 +166,9 @@ class Dispatcher:
         """True when dispatch is put off to let more requests join (a wake-up is set).
 
         Requests that arrive in the same loop turn (callers woken by one batch)
-        always gather first, which costs a lone caller one loop turn. A further
-        wait (the timer) only happens while another run is in flight."""
-        if not self._soon_passed:
+        gather first, except for a lone caller (see `_lone`). A further wait
+        (the timer) only happens while another run is in flight."""
+        if not self._soon_passed and not self._lone():
             if self._soon is None:
                 self._soon = self._loop.call_soon(self._after_soon)
             return True
@@ -183,6 +183,12 @@ class Dispatcher:
         if self._timer is None:
             self._timer = self._loop.call_at(due, self._after_timer)
         return True
+
+    def _lone(self) -> bool:
+        """Skip the gathering turn: the model is idle, its recent runs served one
+        request each, and the run goes to the executor (which suspends the
+        caller, so callers that turn concurrent still queue up behind it)."""
+        return self._running == 0 and self._ewma_requests < 1.5 and not self._inline()
 
     def _after_soon(self) -> None:
         self._soon = None
