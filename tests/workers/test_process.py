@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pathlib
 import signal
 import sys
 
@@ -38,7 +39,7 @@ file = "{tiny['file']}"
 sha256 = "{tiny['sha256']}"
 role = "workers.inference"
 """)
-    env = {**os.environ, "MESH_OPS_PORT": str(port), "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "MESH_OPS_PORT": str(port), "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2])}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "workers.inference", "--topics", str(tmp_path / "topics.toml"), "--name", "proc1",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env)
