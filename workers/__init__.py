@@ -1,2 +1,14 @@
 """Services that run on the mesh: inference workers, the model manager, the worker
-base, and the CRUD template worker."""
+base, and the CRUD template worker.
+
+base.py        Worker: lifecycle (start, drain on SIGTERM, stop), RPC method table,
+               topic joins; the API is documented in its module docstring
+errors.py      the package's error tree; each error's `code` is its wire cause code
+config.py      layered frozen config (defaults < topics.toml < MESH_* < CLI),
+               topics.toml's [[models]] entries
+logging.py     structured JSON logs (one object per line) on stdlib logging
+metrics.py     plain counters/gauges/histograms behind `stats` RPCs and /metrics
+ops_http.py    operator HTTP port: /health and /metrics (aiohttp, prometheus-client)
+inference/     the inference worker role (onnxruntime runner, batching, cache)
+topics.example.toml  the proposed models part of topics.toml
+"""
