@@ -1,0 +1,179 @@
+"""Fetch model files from peers (managers or workers that hold them), chunk by chunk.
+
+A peer is anything with `await peer.request(method, value, timeout=...)` (a
+mesh.rpc RpcPeer on a swarm connection, or an in-process double in tests). Files
+land in a local ContentStore through the same verified, atomic path as uploads:
+a peer that sends wrong, short or extra bytes is dropped and the next one tried.
+
+`NetworkModelSource` is the inference worker's ModelSource for the network:
+`await source.fetch(model_id, version) -> (path, sha256, size)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import pathlib
+from typing import Any, Awaitable, Callable, Protocol, Sequence
+
+from mesh.errors import MeshError
+
+from .errors import BadRequestError, FetchError, ModelError, NotFoundError
+from .library import validator
+from .registry import ModelEntry
+from .store import ContentStore, PendingFile, StoredFile, check_sha256
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1 << 20      # the most a read_chunk request may ask for
+WINDOW = 4                # read_chunk requests in flight per peer
+NOT_FOUND_CODES = {"MODEL_NOT_FOUND", "NOT_FOUND"}
+
+# What makes us give up on one peer and try the next: the network or the peer's
+# RPC layer failing, the peer refusing, or its bytes failing verification.
+PEER_FAILURES = (MeshError, ModelError, TimeoutError, ConnectionError)
+
+
+class RpcPeerLike(Protocol):
+    async def request(self, method: str, value: Any, *, timeout: float) -> Any: ...
+
+
+PeerList = Callable[[], Sequence[RpcPeerLike]]
+
+
+async def resolve(peers: Sequence[RpcPeerLike], model_id: str, version: str | None,
+                  *, timeout: float = 10.0) -> tuple[ModelEntry, list[RpcPeerLike]]:
+    """The entry for (id, version) (newest version when None) from the first peer
+    that knows it, and the peers that answered with that sha256 (they hold the file).
+    NotFoundError if every peer that answered said not found; FetchError if none could."""
+    value = {"id": model_id} if version is None else {"id": model_id, "version": version}
+    entry: ModelEntry | None = None
+    holders: list[RpcPeerLike] = []
+    failures: list[str] = []
+    not_found = 0
+    for peer in peers:
+        try:
+            found = ModelEntry.from_wire(await peer.request("get", value, timeout=timeout))
+        except PEER_FAILURES as e:
+            if getattr(e, "code", None) in NOT_FOUND_CODES:
+                not_found += 1
+            else:
+                failures.append(f"{type(e).__name__}: {e}")
+            continue
+        if entry is None:
+            entry = found
+        if found.sha256 == entry.sha256:
+            holders.append(peer)
+    if entry is not None:
+        return entry, holders
+    what = model_id if version is None else f"{model_id} version {version}"
+    if not_found and not failures:
+        raise NotFoundError(f"no peer knows model {what}")
+    raise FetchError(f"could not resolve model {what} from {len(peers)} peer(s): "
+                     f"{'; '.join(failures) or 'no peers'}")
+
+
+async def fetch_file(peers: Sequence[RpcPeerLike], sha256: str, size: int, store: ContentStore,
+                     *, validate: Callable[[pathlib.Path], Any] | None = None,
+                     timeout: float = 10.0, chunk_size: int = CHUNK_SIZE,
+                     window: int = WINDOW) -> StoredFile:
+    """Put the file `sha256` of `size` bytes into `store`, pulling it from the first
+    peer that delivers it whole and verified. Returns the stored file; FetchError
+    if no peer could."""
+    sha256 = check_sha256(sha256)
+    if store.has(sha256):
+        return store.stat(sha256)
+    failures: list[str] = []
+    for peer in peers:
+        pending = store.begin(sha256, size)
+        try:
+            await _pull(peer, pending, chunk_size, window, timeout)
+            stored, _ = await asyncio.to_thread(pending.commit, validate)
+            return stored
+        except PEER_FAILURES as e:
+            failures.append(f"{type(e).__name__}: {e}")
+            log.info("fetch of %s from a peer failed, trying the next: %s", sha256, e)
+        finally:
+            pending.abort()
+    raise FetchError(f"no peer supplied file {sha256} ({len(peers)} tried): "
+                     f"{'; '.join(failures) or 'no peers'}")
+
+
+async def _pull(peer: RpcPeerLike, pending: PendingFile, chunk_size: int, window: int,
+                timeout: float) -> None:
+    """Read the whole file from `peer` into `pending`, keeping `window` requests in
+    flight and writing replies in offset order."""
+    size = pending.size
+    offsets = iter(range(0, size, chunk_size))
+
+    def request(offset: int) -> asyncio.Task:
+        value = {"sha256": pending.sha256, "offset": offset,
+                 "length": min(chunk_size, size - offset)}
+        return asyncio.ensure_future(peer.request("read_chunk", value, timeout=timeout))
+
+    inflight: collections.deque[asyncio.Task] = collections.deque()
+    try:
+        for _ in range(window):
+            offset = next(offsets, None)
+            if offset is None:
+                break
+            inflight.append(request(offset))
+        while inflight:
+            data = chunk_data(await inflight.popleft())
+            expected = min(chunk_size, size - pending.received)
+            if len(data) != expected:
+                raise FetchError(f"peer sent {len(data)} bytes at offset {pending.received}, "
+                                 f"expected {expected}")
+            pending.write(data)
+            offset = next(offsets, None)
+            if offset is not None:
+                inflight.append(request(offset))
+    finally:
+        for task in inflight:
+            task.cancel()
+        await asyncio.gather(*inflight, return_exceptions=True)
+
+
+def chunk_data(reply: Any) -> bytes:
+    """The bytes of a read_chunk reply; BadRequestError if it is malformed."""
+    data = reply.get("data") if isinstance(reply, dict) else None
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BadRequestError("read_chunk reply has no data bytes")
+    return bytes(data)
+
+
+class NetworkModelSource:
+    """A ModelSource that fetches models from peers into a local store.
+
+    `peers()` returns the RPC peers to ask now (model managers, or workers that
+    serve the model). Concurrent fetches of the same file share one download.
+    """
+
+    def __init__(self, store: ContentStore, peers: PeerList, *, timeout: float = 10.0,
+                 chunk_size: int = CHUNK_SIZE, window: int = WINDOW):
+        self.store = store
+        self.peers = peers
+        self.timeout = timeout
+        self.chunk_size = chunk_size
+        self.window = window
+        self._downloads: dict[str, asyncio.Future[StoredFile]] = {}
+
+    async def fetch(self, model_id: str, version: str | None) -> tuple[pathlib.Path, str, int]:
+        """(path, sha256, size) of the model's file in the local store, downloading
+        it first if needed. NotFoundError / FetchError when the mesh cannot supply it."""
+        peers = list(self.peers())
+        entry, holders = await resolve(peers, model_id, version, timeout=self.timeout)
+        others = [p for p in peers if all(p is not h for h in holders)]
+        stored = await self._download(entry, holders + others)
+        return stored.path, stored.sha256, stored.size
+
+    def _download(self, entry: ModelEntry, peers: list[RpcPeerLike]) -> Awaitable[StoredFile]:
+        running = self._downloads.get(entry.sha256)
+        if running is None:
+            running = asyncio.ensure_future(fetch_file(
+                peers, entry.sha256, entry.size, self.store, validate=validator(entry.type),
+                timeout=self.timeout, chunk_size=self.chunk_size, window=self.window))
+            self._downloads[entry.sha256] = running
+            running.add_done_callback(lambda _: self._downloads.pop(entry.sha256, None))
+        return asyncio.shield(running)
