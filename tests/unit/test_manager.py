@@ -288,3 +288,45 @@ async def test_network_model_source_failures_leave_nothing(manager, tmp_path):
     with pytest.raises(FetchError):
         await fetch_file([LocalPeer(manager)], "c" * 64, 10, cache)
     assert list(cache.root.iterdir()) == []
+
+
+async def test_replicated_file_that_is_not_onnx_is_rejected_and_not_kept(tmp_path):
+    junk = b"not a model" * 100
+
+    class Liar:
+        """Advertises a model whose file is junk with a matching sha256."""
+
+        async def request(self, method, value, *, timeout):
+            if method == "registry_snapshot":
+                return {"entries": [{"id": "j", "version": "1", "type": "onnx",
+                                     "sha256": sha256(junk), "size": len(junk), "inputs": [],
+                                     "outputs": [], "created": 1.0, "tags": []}],
+                        "tombstones": []}
+            assert method == "read_chunk"
+            off = value["offset"]
+            return {"data": junk[off:off + value["length"]], "size": len(junk)}
+
+    m = ModelManager(config(tmp_path, "a"), peers=lambda: [Liar()])
+    await m.start()
+    try:
+        [report] = await m.replicator.sync_once()
+        assert [type(e).__name__ for _, e in report.failed] == ["InvalidModelError"]
+        assert m.library.registry.list() == [] and store_names(m) == set()
+    finally:
+        await m.stop()
+
+
+def test_upload_cli_arguments_and_progress_bar():
+    import io
+
+    from workers.models.upload import ProgressBar, parse_args
+    args = parse_args(["m.onnx", "--id", "m", "--version", "2", "--tag", "a", "--tag", "b",
+                       "--bootstrap", "127.0.0.1:49737"])
+    assert (args.id, args.version, args.tag, args.bootstrap) == ("m", "2", ["a", "b"],
+                                                               ["127.0.0.1:49737"])
+    out = io.StringIO()
+    bar = ProgressBar(out, width=10)
+    bar(1 << 20, 2 << 20)
+    bar(2 << 20, 2 << 20)
+    assert out.getvalue().endswith("[##########] 100.0% 2.0/2.0 MiB\n")
+    assert "[#####.....]  50.0%" in out.getvalue()

@@ -194,3 +194,28 @@ async def test_library_merge_fetches_missing_files_and_keeps_conflicting_entries
     got = here.registry.get("new", "1")
     assert (got.sha256, got.created, got.tags) == (new.sha256, new.created, ("x",))
     assert stored_files(here) == {mine.sha256, new.sha256}
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=70),
+                     st.binary(max_size=8))
+_values = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12)
+_fields = st.fixed_dictionaries({}, optional={k: _values for k in (
+    "id", "version", "type", "sha256", "size", "inputs", "outputs", "created", "tags")})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(_values, _fields, _fields.map(lambda d: {**entry().to_wire(), **d})))
+def test_from_wire_accepts_or_raises_bad_request(value):
+    try:
+        parsed = ModelEntry.from_wire(value)
+    except BadRequestError:
+        return
+    assert ModelEntry.from_wire(parsed.to_wire()) == parsed
+    try:
+        Tombstone.from_wire(value)
+    except BadRequestError:
+        pass

@@ -152,10 +152,11 @@ class ModelLibrary:
             report.deleted.append(tomb)
         for entry in plan.new:
             try:
-                stored = (self.store.stat(entry.sha256) if self.store.has(entry.sha256)
-                          else await fetch_file(entry))
-                added = await self.add_existing(stored, entry.id, entry.version, entry.type,
-                                                entry.tags, created=entry.created)
+                with self._pin(entry.sha256):
+                    stored = (self.store.stat(entry.sha256) if self.store.has(entry.sha256)
+                              else await fetch_file(entry))
+                    added = await self.add_existing(stored, entry.id, entry.version,
+                                                    entry.type, entry.tags, created=entry.created)
             except ConflictError as e:
                 # Someone registered the same (id, version) while we fetched.
                 report.conflicts.append((self.registry.get(entry.id, entry.version), entry))

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import BadRequestError
 from .fetch import CHUNK_SIZE, PEER_FAILURES, WINDOW, PeerList, RpcPeerLike, fetch_file
-from .library import MergeReport, ModelLibrary, validator
+from .library import MergeReport, ModelLibrary
 from .registry import ModelEntry, Tombstone
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class ReplicationStats:
     rounds: int = 0
+    failed_rounds: int = 0
     added: int = 0
     deleted: int = 0
     conflicts: int = 0            # distinct (id, version, their sha256)
@@ -49,7 +50,13 @@ class Replicator:
     async def run(self) -> None:
         """Sync every interval until cancelled."""
         while True:
-            await self.sync_once()
+            try:
+                await self.sync_once()
+            except Exception:
+                # A failed round (e.g. a full disk) is logged and retried next
+                # period rather than ending replication for the life of the process.
+                self.stats.failed_rounds += 1
+                log.exception("replication round failed")
             await asyncio.sleep(self.interval_s)
 
     async def sync_once(self) -> list[MergeReport]:
@@ -74,9 +81,11 @@ class Replicator:
     async def _merge(self, entries: list[ModelEntry], tombs: list[Tombstone],
                      peers: list[RpcPeerLike]) -> MergeReport:
         async def fetch(entry: ModelEntry):
+            # No validation here: the library validates when it registers the file,
+            # and removes it again if that fails.
             return await fetch_file(peers, entry.sha256, entry.size, self.library.store,
-                                    validate=validator(entry.type), timeout=self.timeout_s,
-                                    chunk_size=self.chunk_size, window=self.window)
+                                    timeout=self.timeout_s, chunk_size=self.chunk_size,
+                                    window=self.window)
 
         plan = self.library.registry.plan_merge(entries, tombs)
         report = await self.library.merge(plan, fetch)
