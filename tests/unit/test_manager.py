@@ -330,3 +330,15 @@ def test_upload_cli_arguments_and_progress_bar():
     bar(2 << 20, 2 << 20)
     assert out.getvalue().endswith("[##########] 100.0% 2.0/2.0 MiB\n")
     assert "[#####.....]  50.0%" in out.getvalue()
+
+
+async def test_network_model_source_serves_a_resolved_version_locally(manager, tmp_path):
+    await upload_file(LocalPeer(manager), write(tmp_path / "m.onnx", onnx_bytes(1)), "m", "1")
+    cache = ContentStore(tmp_path / "cache", LIMIT)
+    peer = LocalPeer(manager)
+    source = NetworkModelSource(cache, lambda: [peer])
+    first = await source.fetch("m", "1")
+    calls = len(peer.calls)
+    assert await source.fetch("m", "1") == first and len(peer.calls) == calls
+    await source.fetch("m", None)           # "newest" is always asked again
+    assert peer.calls[calls:] == ["get"]

@@ -43,30 +43,21 @@ PeerList = Callable[[], Sequence[RpcPeerLike]]
 
 
 async def resolve(peers: Sequence[RpcPeerLike], model_id: str, version: str | None,
-                  *, timeout: float = 10.0) -> tuple[ModelEntry, list[RpcPeerLike]]:
+                  *, timeout: float = 10.0) -> tuple[ModelEntry, RpcPeerLike]:
     """The entry for (id, version) (newest version when None) from the first peer
-    that knows it, and the peers that answered with that sha256 (they hold the file).
-    NotFoundError if every peer that answered said not found; FetchError if none could."""
+    that knows it, and that peer. NotFoundError if every peer that answered said
+    not found; FetchError if none could answer."""
     value = {"id": model_id} if version is None else {"id": model_id, "version": version}
-    entry: ModelEntry | None = None
-    holders: list[RpcPeerLike] = []
     failures: list[str] = []
     not_found = 0
     for peer in peers:
         try:
-            found = ModelEntry.from_wire(await peer.request("get", value, timeout=timeout))
+            return ModelEntry.from_wire(await peer.request("get", value, timeout=timeout)), peer
         except PEER_FAILURES as e:
             if getattr(e, "code", None) in NOT_FOUND_CODES:
                 not_found += 1
             else:
                 failures.append(f"{type(e).__name__}: {e}")
-            continue
-        if entry is None:
-            entry = found
-        if found.sha256 == entry.sha256:
-            holders.append(peer)
-    if entry is not None:
-        return entry, holders
     what = model_id if version is None else f"{model_id} version {version}"
     if not_found and not failures:
         raise NotFoundError(f"no peer knows model {what}")
@@ -158,14 +149,21 @@ class NetworkModelSource:
         self.chunk_size = chunk_size
         self.window = window
         self._downloads: dict[str, asyncio.Future[StoredFile]] = {}
+        self._resolved: dict[tuple[str, str], ModelEntry] = {}
 
     async def fetch(self, model_id: str, version: str | None) -> tuple[pathlib.Path, str, int]:
         """(path, sha256, size) of the model's file in the local store, downloading
-        it first if needed. NotFoundError / FetchError when the mesh cannot supply it."""
+        it first if needed. NotFoundError / FetchError when the mesh cannot supply it.
+        A given (id, version) names fixed content, so once resolved and stored it is
+        served from the local store without asking the network again."""
+        known = self._resolved.get((model_id, version)) if version is not None else None
+        if known is not None and self.store.has(known.sha256):
+            stored = self.store.stat(known.sha256)
+            return stored.path, stored.sha256, stored.size
         peers = list(self.peers())
-        entry, holders = await resolve(peers, model_id, version, timeout=self.timeout)
-        others = [p for p in peers if all(p is not h for h in holders)]
-        stored = await self._download(entry, holders + others)
+        entry, holder = await resolve(peers, model_id, version, timeout=self.timeout)
+        stored = await self._download(entry, [holder] + [p for p in peers if p is not holder])
+        self._resolved[(entry.id, entry.version)] = entry
         return stored.path, stored.sha256, stored.size
 
     def _download(self, entry: ModelEntry, peers: list[RpcPeerLike]) -> Awaitable[StoredFile]:

@@ -33,7 +33,7 @@ from workers.base import Worker, rpc_method
 from workers.config import WorkerConfig
 from workers.logging import BoundLogger
 
-from .errors import BadRequestError, ConflictError
+from .errors import BadRequestError, ConflictError, UploadRejectedError
 from .fetch import CHUNK_SIZE, PeerList
 from .library import ModelLibrary, validator
 from .registry import check_name, check_tags
@@ -134,7 +134,7 @@ class ModelManager(Worker):
         v = _map(value)
         model_id, version = check_name(v.get("id"), "id"), check_name(v.get("version"), "version")
         model_type = check_name(v.get("type", "onnx"), "type")
-        validator(model_type)
+        validator(model_type)  # refuse an unsupported type before any byte is sent
         sha256, size = check_sha256(v.get("sha256")), v.get("size")
         tags = check_tags(v.get("tags", []))
         existing = self.library.registry.find(model_id, version)
@@ -154,9 +154,7 @@ class ModelManager(Worker):
             raise BadRequestError("upload_chunk needs data as bytes")
         try:
             received = self.uploads.write(v.get("upload"), _uint(v.get("offset"), "offset"), data)
-        except BadRequestError:
-            raise
-        except Exception:
+        except UploadRejectedError:
             self._m_uploads.inc("rejected")
             raise
         return {"received": received}
