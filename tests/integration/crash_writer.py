@@ -15,7 +15,6 @@ import sys
 
 from tests.unit.model_files import big_onnx_bytes, onnx_bytes, sha256
 from workers.models.library import ModelLibrary, validator
-from workers.models.registry import ModelEntry
 
 LIMIT = 16 << 20
 
