@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.unit.manager_peers import LocalPeer  # noqa: E402
 from tests.unit.model_files import onnx_bytes  # noqa: E402
-from workers.models.fetch import NetworkModelSource  # noqa: E402
 from workers.models.manager import ManagerConfig, ModelManager  # noqa: E402
 from workers.models.onnx_meta import inspect_model  # noqa: E402
+from workers.models.source import NetworkModelSource  # noqa: E402
 from workers.models.store import ContentStore  # noqa: E402
 from workers.models.upload import upload_file  # noqa: E402
 

@@ -10,7 +10,9 @@ import pytest
 
 from mesh.errors import RemoteError
 from workers.models.errors import FetchError, NotFoundError
-from workers.models.fetch import NetworkModelSource, fetch_file
+from workers.inference.source import ModelSource
+from workers.models.fetch import fetch_file
+from workers.models.source import NetworkModelSource
 from workers.models.manager import ManagerConfig, ModelManager
 from workers.models.store import TEMP_PREFIX, ContentStore
 from workers.models.upload import upload_file
@@ -267,10 +269,12 @@ async def test_network_model_source_tries_the_next_peer(manager, tmp_path):
     peers = [LocalPeer(manager, fail_reads_after=1), LocalPeer(manager, corrupt=True),
              LocalPeer(manager)]
     source = NetworkModelSource(cache, lambda: peers, chunk_size=1 << 20, window=2)
+    assert isinstance(source, ModelSource)
     results = await asyncio.gather(source.fetch("big", "1"), source.fetch("big", None))
-    path, digest, size = results[0]
-    assert results[1] == results[0]
-    assert (digest, size) == (sha256(big), len(big)) and path.read_bytes() == big
+    got = results[0]
+    assert results[1] == got
+    assert (got.model_id, got.version, got.sha256, got.size) == ("big", "1", sha256(big), len(big))
+    assert got.path.read_bytes() == big
     assert sorted(p.name for p in cache.root.iterdir()) == [sha256(big)]
     assert peers[2].calls.count("read_chunk") == 3
 
@@ -342,3 +346,22 @@ async def test_network_model_source_serves_a_resolved_version_locally(manager, t
     assert await source.fetch("m", "1") == first and len(peer.calls) == calls
     await source.fetch("m", None)           # "newest" is always asked again
     assert peer.calls[calls:] == ["get"]
+
+
+def test_role_config_layers_and_checks():
+    from workers.errors import ConfigInvalid
+    from workers.models import ROLE, role_config
+    doc = {"namespace": "ns", "workers": {"models": {"data_dir": "/tmp/x", "max_uploads": 3}}}
+    cfg = role_config(doc, env={"MESH_MAX_UPLOADS": "4"}, argv=["--peer-timeout-s", "2.5", "--other"])
+    assert (ROLE, cfg.namespace, cfg.data_dir, cfg.max_uploads, cfg.peer_timeout_s) == \
+        ("workers.models", "ns", "/tmp/x", 4, 2.5)
+    with pytest.raises(ConfigInvalid):
+        role_config({}, argv=["--max-uploads", "0"])
+
+
+async def test_manager_announces_the_model_manager_topic(manager):
+    from mesh.topics import topic_key
+    assert manager.topics == ["model-manager"]
+    assert manager.topic_key("model-manager") == topic_key("inference-mesh", "model-manager")
+    health = manager.health()
+    assert health["models"] == 0 and health["replication"]["rounds"] == 0

@@ -8,6 +8,12 @@
     uploads.py      chunked upload sessions with idle timeout
     manager.py      ModelManager: the worker role and its RPC methods
     replication.py  periodic registry merge and file pull between managers
-    fetch.py        chunked download from peers; NetworkModelSource for workers
+    fetch.py        chunked, verified download of a file from peers
+    source.py       NetworkModelSource: the inference worker's ModelSource on the mesh
     upload.py       `python -m workers.models.upload`: CLI upload with progress
+    role.py         ROLE, role_config, run_role, main (`python -m workers.models`)
 """
+
+from .role import ROLE, role_config, run_role
+
+__all__ = ["ROLE", "role_config", "run_role"]

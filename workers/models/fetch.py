@@ -4,9 +4,6 @@ A peer is anything with `await peer.request(method, value, timeout=...)` (a
 mesh.rpc RpcPeer on a swarm connection, or an in-process double in tests). Files
 land in a local ContentStore through the same verified, atomic path as uploads:
 a peer that sends wrong, short or extra bytes is dropped and the next one tried.
-
-`NetworkModelSource` is the inference worker's ModelSource for the network:
-`await source.fetch(model_id, version) -> (path, sha256, size)`.
 """
 
 from __future__ import annotations
@@ -15,12 +12,11 @@ import asyncio
 import collections
 import logging
 import pathlib
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from mesh.errors import MeshError
 
 from .errors import BadRequestError, FetchError, ModelError, NotFoundError
-from .library import validator
 from .registry import ModelEntry
 from .store import ContentStore, PendingFile, StoredFile, check_sha256
 
@@ -132,46 +128,3 @@ def chunk_data(reply: Any) -> bytes:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BadRequestError("read_chunk reply has no data bytes")
     return bytes(data)
-
-
-class NetworkModelSource:
-    """A ModelSource that fetches models from peers into a local store.
-
-    `peers()` returns the RPC peers to ask now (model managers, or workers that
-    serve the model). Concurrent fetches of the same file share one download.
-    """
-
-    def __init__(self, store: ContentStore, peers: PeerList, *, timeout: float = 10.0,
-                 chunk_size: int = CHUNK_SIZE, window: int = WINDOW):
-        self.store = store
-        self.peers = peers
-        self.timeout = timeout
-        self.chunk_size = chunk_size
-        self.window = window
-        self._downloads: dict[str, asyncio.Future[StoredFile]] = {}
-        self._resolved: dict[tuple[str, str], ModelEntry] = {}
-
-    async def fetch(self, model_id: str, version: str | None) -> tuple[pathlib.Path, str, int]:
-        """(path, sha256, size) of the model's file in the local store, downloading
-        it first if needed. NotFoundError / FetchError when the mesh cannot supply it.
-        A given (id, version) names fixed content, so once resolved and stored it is
-        served from the local store without asking the network again."""
-        known = self._resolved.get((model_id, version)) if version is not None else None
-        if known is not None and self.store.has(known.sha256):
-            stored = self.store.stat(known.sha256)
-            return stored.path, stored.sha256, stored.size
-        peers = list(self.peers())
-        entry, holder = await resolve(peers, model_id, version, timeout=self.timeout)
-        stored = await self._download(entry, [holder] + [p for p in peers if p is not holder])
-        self._resolved[(entry.id, entry.version)] = entry
-        return stored.path, stored.sha256, stored.size
-
-    def _download(self, entry: ModelEntry, peers: list[RpcPeerLike]) -> Awaitable[StoredFile]:
-        running = self._downloads.get(entry.sha256)
-        if running is None:
-            running = asyncio.ensure_future(fetch_file(
-                peers, entry.sha256, entry.size, self.store, validate=validator(entry.type),
-                timeout=self.timeout, chunk_size=self.chunk_size, window=self.window))
-            self._downloads[entry.sha256] = running
-            running.add_done_callback(lambda _: self._downloads.pop(entry.sha256, None))
-        return asyncio.shield(running)

@@ -31,6 +31,7 @@ from typing import Any
 
 from workers.base import Worker, rpc_method
 from workers.config import WorkerConfig
+from workers.errors import ConfigInvalid
 from workers.logging import BoundLogger
 
 from .errors import BadRequestError, ConflictError, UploadRejectedError
@@ -64,6 +65,18 @@ class ManagerConfig(WorkerConfig):
     replicate_interval_s: float = 30.0
     peer_timeout_s: float = 10.0
     fetch_window: int = 4
+
+    def __post_init__(self) -> None:
+        checks = {"max_model_bytes": self.max_model_bytes > 0,
+                  "upload_timeout_s": self.upload_timeout_s > 0,
+                  "max_uploads": self.max_uploads > 0,
+                  "replicate_interval_s": self.replicate_interval_s >= 0,
+                  "peer_timeout_s": self.peer_timeout_s > 0,
+                  "fetch_window": self.fetch_window > 0,
+                  "data_dir": bool(self.data_dir)}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigInvalid(f"ManagerConfig: out of range: {', '.join(bad)}")
 
 
 class ModelManager(Worker):
