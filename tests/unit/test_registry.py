@@ -219,3 +219,15 @@ def test_from_wire_accepts_or_raises_bad_request(value):
         Tombstone.from_wire(value)
     except BadRequestError:
         pass
+
+
+def test_newest_version_is_by_version_key_like_the_inference_source(tmp_path):
+    from workers.inference.source import version_key as inference_key
+    from workers.models.registry import version_key
+    samples = ["1", "2", "10", "1.9", "1.10", "1.2-rc1", "beta", "0.0.1"]
+    assert sorted(samples, key=version_key) == sorted(samples, key=inference_key)
+    reg = Registry(tmp_path / "r.sqlite3")
+    for i, v in enumerate(["10", "9", "1.10"]):
+        reg.insert(entry(version=v, created=float(i)))
+    assert reg.get("m").version == "10"
+    assert [e.version for e in reg.versions("m")] == ["1.10", "9", "10"]

@@ -8,11 +8,12 @@ RPC methods (msgpack values; errors carry the codes of workers/models/errors.py)
     upload_chunk  {upload, offset, data: bytes <= 1 MiB} -> {received}
     upload_commit {upload} -> model entry
     upload_abort  {upload} -> {aborted: true}
-    get           {id, version?} -> model entry (newest version when omitted)
+    get           {id, version?} -> model entry (newest version when omitted:
+                  "10" after "9", "1.10" after "1.9", as workers.inference orders them)
     stat          {sha256} -> {sha256, size}
     read_chunk    {sha256, offset, length <= 1 MiB} -> {data: bytes, size}
     list          {type?, tag?} -> {models: [entry]}
-    versions      {id} -> {versions: [entry]}  (oldest first)
+    versions      {id} -> {versions: [entry]}  (oldest version first)
     delete        {id, version} -> {deleted: entry, file_removed: bool}
     registry_snapshot {} -> {entries: [entry], tombstones: [tombstone]}
 

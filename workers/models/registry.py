@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import re
 import sqlite3
 from typing import Any, Iterable
 
@@ -121,6 +122,13 @@ class MergePlan:
     deletions: list[Tombstone] = dataclasses.field(default_factory=list)
 
 
+def version_key(version: str) -> tuple:
+    """Sort key: "10" after "9", "1.10" after "1.9". The same order as
+    workers.inference.source.version_key, so a manager and a worker reading a
+    folder agree on which version is the newest."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-]", version))
+
+
 def check_name(value: object, what: str) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_NAME or not value.isprintable():
         raise BadRequestError(f"{what} must be 1-{MAX_NAME} printable characters, got {value!r}")
@@ -147,17 +155,14 @@ class Registry:
         self._db.close()
 
     def get(self, model_id: str, version: str | None = None) -> ModelEntry:
-        """The entry for (id, version), or the newest version when version is None."""
+        """The entry for (id, version), or the newest version (by version_key) when
+        version is None. NotFoundError if there is none."""
         if version is None:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM models WHERE id = ? "
-                "ORDER BY created DESC, version DESC LIMIT 1", (model_id,)).fetchone()
-        else:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM models WHERE id = ? AND version = ?",
-                                   (model_id, version)).fetchone()
+            return self.versions(model_id)[-1]
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM models WHERE id = ? AND version = ?",
+                               (model_id, version)).fetchone()
         if row is None:
-            what = model_id if version is None else f"{model_id} version {version}"
-            raise NotFoundError(f"no model {what}")
+            raise NotFoundError(f"no model {model_id} version {version}")
         return _entry(row)
 
     def find(self, model_id: str, version: str) -> ModelEntry | None:
@@ -167,16 +172,16 @@ class Registry:
             return None
 
     def versions(self, model_id: str) -> list[ModelEntry]:
-        """Every version of `model_id`, oldest first; NotFoundError if none."""
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM models WHERE id = ? "
-                                "ORDER BY created, version", (model_id,)).fetchall()
+        """Every version of `model_id`, oldest first by version_key; NotFoundError if none."""
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM models WHERE id = ?",
+                                (model_id,)).fetchall()
         if not rows:
             raise NotFoundError(f"no model {model_id}")
-        return [_entry(r) for r in rows]
+        return sorted((_entry(r) for r in rows), key=lambda e: version_key(e.version))
 
     def list(self, model_type: str | None = None, tag: str | None = None) -> list[ModelEntry]:
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM models ORDER BY id, created, version")
-        entries = [_entry(r) for r in rows]
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM models")
+        entries = sorted((_entry(r) for r in rows), key=lambda e: (e.id, version_key(e.version)))
         return [e for e in entries
                 if (model_type is None or e.type == model_type) and (tag is None or tag in e.tags)]
 
