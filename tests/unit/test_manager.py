@@ -365,3 +365,16 @@ async def test_manager_announces_the_model_manager_topic(manager):
     assert manager.topic_key("model-manager") == topic_key("inference-mesh", "model-manager")
     health = manager.health()
     assert health["models"] == 0 and health["replication"]["rounds"] == 0
+
+
+async def test_specs_of_the_inference_engineers_models_match_their_manifest(manager, tmp_path):
+    import json
+
+    from scripts.make_models import write_models
+    write_models(tmp_path / "made", ("mlp-tiny", "conv-small"))
+    manifest = json.loads((tmp_path / "made" / "manifest.json").read_text())["models"]
+    for m in manifest:
+        entry = await upload_file(LocalPeer(manager), tmp_path / "made" / m["file"], m["id"],
+                                  m["version"])
+        assert entry["sha256"] == m["sha256"] and entry["size"] == m["size"]
+        assert (entry["inputs"], entry["outputs"]) == (m["inputs"], m["outputs"])
