@@ -253,11 +253,16 @@ async def test_replication_survives_bad_peers(tmp_path):
         async def request(self, method, value, *, timeout):
             raise RemoteError("gone", code="CHANNEL_CLOSED")
 
-    m = ModelManager(config(tmp_path, "a"), peers=lambda: [Garbage(), Dead()])
+    class Gateway:
+        async def request(self, method, value, *, timeout):
+            raise RemoteError("no such method", code="UNKNOWN_METHOD")
+
+    m = ModelManager(config(tmp_path, "a"), peers=lambda: [Garbage(), Dead(), Gateway()])
     await m.start()
     try:
         await m.replicator.sync_once()
-        assert m.replicator.stats.malformed == 3 and m.replicator.stats.failed_peers == 1
+        stats = m.replicator.stats
+        assert (stats.malformed, stats.failed_peers, stats.not_managers) == (3, 1, 1)
     finally:
         await m.stop()
 
@@ -378,3 +383,20 @@ async def test_specs_of_the_inference_engineers_models_match_their_manifest(mana
                                   m["version"])
         assert entry["sha256"] == m["sha256"] and entry["size"] == m["size"]
         assert (entry["inputs"], entry["outputs"]) == (m["inputs"], m["outputs"])
+
+
+async def test_connection_peers_track_open_connections():
+    from workers.models.peers import ConnectionPeers
+
+    class Conn:
+        def __init__(self):
+            self.closed = asyncio.get_running_loop().create_future()
+
+    peers = ConnectionPeers(make_peer=lambda conn: ("peer", conn))
+    a, b = Conn(), Conn()
+    peers.on_connection(a, None)
+    peers.on_connection(b, None)
+    assert peers() == [("peer", a), ("peer", b)]
+    a.closed.set_result(None)
+    await asyncio.sleep(0)  # let the done callback run
+    assert peers() == [("peer", b)]

@@ -10,6 +10,7 @@
     replication.py  periodic registry merge and file pull between managers
     fetch.py        chunked, verified download of a file from peers
     source.py       NetworkModelSource: the inference worker's ModelSource on the mesh
+    peers.py        ConnectionPeers: RPC peers on live swarm connections, for peers()
     upload.py       `python -m workers.models.upload`: CLI upload with progress
     role.py         ROLE, role_config, run_role, main (`python -m workers.models`)
 """

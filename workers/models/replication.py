@@ -31,6 +31,7 @@ class ReplicationStats:
     conflicts: int = 0            # distinct (id, version, their sha256)
     failed_entries: int = 0
     failed_peers: int = 0
+    not_managers: int = 0         # peers that have no registry_snapshot method
     malformed: int = 0            # snapshot entries/tombstones that did not parse
 
 
@@ -71,8 +72,11 @@ class Replicator:
                     snapshot = await peer.request("registry_snapshot", {}, timeout=self.timeout_s)
                     entries, tombs = self._parse(snapshot)
                 except PEER_FAILURES as e:
-                    self.stats.failed_peers += 1
-                    log.info("registry snapshot from a peer failed: %s", e)
+                    if getattr(e, "code", None) == "UNKNOWN_METHOD":
+                        self.stats.not_managers += 1  # a gateway or worker, not a manager
+                    else:
+                        self.stats.failed_peers += 1
+                        log.info("registry snapshot from a peer failed: %s", e)
                     continue
                 others = [peer] + [p for p in peers if p is not peer]
                 reports.append(await self._merge(entries, tombs, others))
