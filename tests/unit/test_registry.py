@@ -145,12 +145,14 @@ async def test_reconcile_drops_rows_without_file_and_files_without_row(tmp_path)
     kept = await add(lib, onnx_bytes(1), "kept", "1")
     lost = await add(lib, onnx_bytes(2), "lost", "1")
     lib.store.path(lost.sha256).unlink()
+    damaged = await add(lib, onnx_bytes(4), "damaged", "1")
+    lib.store.path(damaged.sha256).write_bytes(b"short")
     orphan = onnx_bytes(3)
     lib.store.path(sha256(orphan)).write_bytes(orphan)
     lib.close()
     lib = open_library(tmp_path)
     report = lib.reconcile_report
-    assert (report.rows_without_file, report.files_without_row) == (1, 1)
+    assert (report.rows_without_file, report.files_without_row) == (2, 1)
     assert [e.key for e in lib.registry.list()] == [kept.key]
     assert stored_files(lib) == {kept.sha256}
 

@@ -73,9 +73,17 @@ class ModelLibrary:
         self.registry.close()
 
     def reconcile(self) -> ReconcileReport:
-        """Drop rows whose file is gone and files no row names. Call before serving."""
+        """Drop rows whose file is gone (or has the wrong size) and files no row
+        names. Call before serving."""
         report = self.reconcile_report
         files = set(self.store.hashes())
+        # A file of the wrong size is damaged (hashing every file would be the full
+        # check, but costs a read of the whole store at each start).
+        for entry in self.registry.list():
+            if entry.sha256 in files and self.store.stat(entry.sha256).size != entry.size:
+                log.warning("stored file %s has the wrong size; removing it", entry.sha256)
+                self.store.remove(entry.sha256)
+                files.discard(entry.sha256)
         for sha in self.registry.hashes() - files:
             dropped = self.registry.forget_sha256(sha)
             report.rows_without_file += len(dropped)
@@ -135,10 +143,10 @@ class ModelLibrary:
     def apply_tombstone(self, tomb: Tombstone) -> bool:
         """Apply a peer's delete; True if it removed a local row."""
         mine = self.registry.find(tomb.id, tomb.version)
-        self.registry.add_tombstone(tomb)
         if mine is None or mine.sha256 != tomb.sha256:
+            self.registry.add_tombstone(tomb)
             return False
-        self.registry.delete(tomb.id, tomb.version, deleted=tomb.deleted)
+        self.registry.delete(tomb.id, tomb.version, deleted=tomb.deleted)  # row + tombstone
         self._collect(tomb.sha256)
         return True
 
