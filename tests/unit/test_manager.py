@@ -4,6 +4,7 @@ the network model source, all in one process through LocalPeer."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import pathlib
 
 import pytest
@@ -400,3 +401,49 @@ async def test_connection_peers_track_open_connections():
     a.closed.set_result(None)
     await asyncio.sleep(0)  # let the done callback run
     assert peers() == [("peer", b)]
+
+
+async def wait_until(predicate, deadline_s: float, poll_s: float = 1.0) -> None:
+    """Poll `predicate` on the loop's clock until it holds; TimeoutError after the deadline."""
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(poll_s)
+    await asyncio.wait_for(poll(), deadline_s)
+
+
+def test_idle_uploads_expire_on_their_own(tmp_path):
+    from mesh import sim
+
+    async def main():
+        m = ModelManager(config(tmp_path, "a", upload_timeout_s=60.0))
+        await m.start()
+        try:
+            up = (await begin(LocalPeer(m), onnx_bytes(1)))["upload"]
+            await LocalPeer(m).request("upload_chunk", {"upload": up, "offset": 0, "data": b"ab"},
+                                       timeout=5)
+            start = asyncio.get_running_loop().time()
+            await wait_until(lambda: len(m.uploads) == 0, 600)
+            assert asyncio.get_running_loop().time() - start >= 60.0
+            assert store_names(m) == set()
+        finally:
+            await m.stop()
+
+    sim.run(main())
+
+
+async def test_managers_replicate_on_their_own_schedule(tmp_path):
+    # Real time: replication runs ONNX checks in threads, and a virtual clock would
+    # race ahead of them. The interval is short; the wait is on the condition.
+    a = ModelManager(dataclasses.replace(config(tmp_path, "a"), replicate_interval_s=0.05),
+                     peers=lambda: [LocalPeer(b)])
+    b = ModelManager(dataclasses.replace(config(tmp_path, "b"), replicate_interval_s=0.05),
+                     peers=lambda: [LocalPeer(a)])
+    await a.start()
+    await b.start()
+    try:
+        await upload_file(LocalPeer(a), write(tmp_path / "m.onnx", onnx_bytes(1)), "m", "1")
+        await wait_until(lambda: b.library.registry.find("m", "1") is not None, 30, poll_s=0.01)
+        assert b.library.store.has(sha256(onnx_bytes(1)))
+    finally:
+        await a.stop()
+        await b.stop()
