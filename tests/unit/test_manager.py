@@ -447,3 +447,27 @@ async def test_managers_replicate_on_their_own_schedule(tmp_path):
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_manager_also_looks_up_its_topic_when_it_replicates(tmp_path):
+    from workers.base import Mesh
+
+    class Swarm:
+        def __init__(self):
+            self.joins = []
+
+        def join(self, topic, *, server=True, client=True):
+            self.joins.append((topic, server, client))
+
+        async def leave(self, topic):
+            pass
+
+        def on_connection(self, callback):
+            pass
+
+    swarm = Swarm()
+    m = ModelManager(dataclasses.replace(config(tmp_path, "a"), replicate_interval_s=3600))
+    await m.start(Mesh(swarm=swarm))
+    await m.stop()
+    key = m.topic_key("model-manager")
+    assert swarm.joins == [(key, True, False), (key, True, True)]

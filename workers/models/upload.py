@@ -93,16 +93,18 @@ class ProgressBar:
 async def connect_manager(namespace: str, bootstrap: Sequence[tuple[str, int]],
                           timeout: float) -> AsyncIterator[RpcPeerLike]:
     """The transport: join the model-manager topic as a client on a fresh swarm and
-    yield an RPC peer on the first manager connection. Written to the planned
-    mesh.swarm / mesh.rpc API (HELPERS.md); the lead wires and tests it."""
+    yield an RPC peer on the first manager connection. Written to the mesh.swarm
+    and mesh.rpc APIs of the swarm and rpc branches (not yet on this branch, hence
+    the imports here); the lead wires and tests it."""
     from mesh.crypto import keypair
     from mesh.rpc import RpcPeer
     from mesh.swarm import Swarm, SwarmConfig
 
-    swarm = Swarm(SwarmConfig(keypair=keypair(), bootstrap=list(bootstrap)))
+    swarm = Swarm(SwarmConfig(keypair=keypair(), bootstrap=tuple(bootstrap)))
     connected: asyncio.Future = asyncio.get_running_loop().create_future()
     swarm.on_connection(lambda conn, info: connected.done() or connected.set_result(conn))
     try:
+        await swarm.ready()
         swarm.join(topic_key(namespace, "model-manager"), server=False, client=True)
         try:
             conn = await asyncio.wait_for(connected, timeout)
