@@ -110,17 +110,19 @@ def train_digits(seed: int = SEED + 4, hidden: int = 32, steps: int = 400):
     from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
 
     data = load_digits()
-    x = (data.data / 16.0).astype(np.float64)
+    x = (data.data / 16.0).astype(np.float32)
     y = data.target
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
     split = int(len(x) * 0.8)
     tr, te = order[:split], order[split:]
-    params = [rng.standard_normal((64, hidden)) * np.sqrt(2 / 64), np.zeros(hidden),
-              rng.standard_normal((hidden, 10)) * np.sqrt(2 / hidden), np.zeros(10)]
+    params = [(rng.standard_normal((64, hidden)) * np.sqrt(2 / 64)).astype(np.float32),
+              np.zeros(hidden, np.float32),
+              (rng.standard_normal((hidden, 10)) * np.sqrt(2 / hidden)).astype(np.float32),
+              np.zeros(10, np.float32)]
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
-    onehot = np.eye(10)[y[tr]]
+    onehot = np.eye(10, dtype=np.float32)[y[tr]]
     for t in range(1, steps + 1):
         h = np.maximum(x[tr] @ params[0] + params[1], 0)
         logits = h @ params[2] + params[3]
@@ -138,9 +140,9 @@ def train_digits(seed: int = SEED + 4, hidden: int = 32, steps: int = 400):
     return params, acc
 
 
-def digits(seed: int = SEED + 4) -> tuple[onnx.ModelProto, float]:
+def digits(seed: int = SEED + 4, steps: int = 400) -> tuple[onnx.ModelProto, float]:
     """The trained digits classifier (raw 0..16 pixels in) and its test accuracy."""
-    params, acc = train_digits(seed)
+    params, acc = train_digits(seed, steps=steps)
     scale = numpy_helper.from_array(np.array([1 / 16], np.float32), "scale")
     nodes, inits = _dense_layers("", "xs", [(params[0], params[1]), (params[2], params[3])], "logits")
     nodes = [helper.make_node("Mul", ["x", "scale"], ["xs"]), *nodes,
@@ -174,13 +176,16 @@ def _specs(values) -> list[dict]:
     return out
 
 
-def write_models(folder: str | Path, ids=None) -> list[dict]:
-    """Build `ids` (default all) into `folder`, write manifest.json, return its entries."""
+def write_models(folder: str | Path, ids=None, *, digits_steps: int = 400) -> list[dict]:
+    """Build `ids` (default all) into `folder`, write manifest.json, return its entries.
+
+    `digits_steps` trades the digits model's accuracy for build time (tests use fewer).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for model_id in ids or BUILDERS:
-        model, acc = build(model_id)
+        model, acc = digits(steps=digits_steps) if model_id == "digits" else build(model_id)
         data = model.SerializeToString(deterministic=True)
         name = f"{model_id}-{VERSION}.onnx"
         (folder / name).write_bytes(data)

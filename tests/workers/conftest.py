@@ -15,7 +15,7 @@ TEST_MODELS = ("digits", "mlp-tiny", "conv-small")
 def model_dir(tmp_path_factory):
     """A folder with digits, mlp-tiny and conv-small plus manifest.json (built once)."""
     folder = tmp_path_factory.mktemp("models")
-    write_models(folder, TEST_MODELS)
+    write_models(folder, TEST_MODELS, digits_steps=60)
     return folder
 
 
