@@ -1,0 +1,56 @@
+"""Entry points of the model-manager role, shaped like workers.inference's:
+
+    config = workers.models.role_config(topics_doc_or_path, env=os.environ, argv=rest)
+    await workers.models.run_role(config, mesh, peers=peers)
+
+`mesh` has `.swarm` and `.rpc` (see workers.base.Mesh). `peers()` returns RPC peers
+(`await peer.request(method, value, timeout=...)`) for the other managers this
+node is connected to on the model-manager topic; without it the manager serves
+but does not replicate. `python -m workers.models` runs one standalone (no mesh).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import sys
+from typing import Any, Mapping, Sequence
+
+from workers.config import layered, parse_cli, read_toml
+from workers.logging import configure_logging
+
+from .fetch import PeerList
+from .manager import ManagerConfig, ModelManager
+
+ROLE = "workers.models"
+
+
+def role_config(topics: Mapping[str, Any] | str | pathlib.Path | None = None, *,
+                env: Mapping[str, str] | None = None, argv: Sequence[str] = (),
+                cli: Mapping[str, Any] | None = None) -> ManagerConfig:
+    """ManagerConfig from topics.toml ([workers] and [workers.models]) < env MESH_* < CLI.
+    Arguments in `argv` that name no ManagerConfig field are ignored."""
+    doc = read_toml(topics) if isinstance(topics, (str, pathlib.Path)) else dict(topics or {})
+    overrides, _rest = parse_cli(ManagerConfig, argv)
+    overrides.update(cli or {})
+    return layered(ManagerConfig, toml=doc, role=ROLE, env=env or {}, cli=overrides)
+
+
+async def run_role(config: ManagerConfig, mesh: Any = None, *, peers: PeerList | None = None) -> None:
+    """Run a model manager on `mesh` until SIGTERM/SIGINT, then drain and stop."""
+    await ModelManager(config, peers=peers).run(mesh)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone manager without a mesh: `--topics PATH` plus any config option."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    topics = None
+    if "--topics" in argv:
+        i = argv.index("--topics")
+        topics = argv[i + 1]
+        del argv[i:i + 2]
+    config = role_config(topics, env=os.environ, argv=argv)
+    configure_logging(config.log_level)
+    asyncio.run(run_role(config, None))
+    return 0
