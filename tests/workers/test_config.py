@@ -1,0 +1,97 @@
+"""Layered configuration: defaults < topics.toml < MESH_* env < CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from workers.config import (ModelConfig, WorkerConfig, layered, load_topics, parse_cli, read_toml)
+from workers.errors import ConfigInvalid
+
+TOML = """
+namespace = "ns1"
+bootstrap = ["127.0.0.1:49737", "127.0.0.1:49738"]
+
+[workers]
+drain_timeout_s = 5
+log_level = "DEBUG"
+
+[workers.inference]
+ops_port = 8001
+name = "inf"
+
+[[models]]
+id = "digits"
+version = "2"
+file = "digits-2.onnx"
+sha256 = "ab"
+batching = false
+max_queue = 10
+"""
+
+
+@pytest.fixture
+def doc(tmp_path):
+    p = tmp_path / "topics.toml"
+    p.write_text(TOML)
+    return read_toml(p)
+
+
+def test_defaults_only():
+    c = layered(WorkerConfig)
+    assert c == WorkerConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.name = "x"
+
+
+def test_layers_override_in_order(doc):
+    c = layered(WorkerConfig, toml=doc, role="workers.inference", env={}, cli={})
+    assert (c.namespace, c.name, c.ops_port, c.drain_timeout_s, c.log_level) == ("ns1", "inf", 8001, 5.0, "DEBUG")
+    assert c.bootstrap == (("127.0.0.1", 49737), ("127.0.0.1", 49738))
+    env = {"MESH_OPS_PORT": "9001", "MESH_NAME": "from-env", "MESH_BOOTSTRAP": "127.0.0.2:1", "OTHER": "x"}
+    c = layered(WorkerConfig, toml=doc, role="workers.inference", env=env)
+    assert (c.ops_port, c.name, c.bootstrap) == (9001, "from-env", (("127.0.0.2", 1),))
+    cli, rest = parse_cli(WorkerConfig, ["--ops-port", "0", "--topic", "digits", "--drain_timeout_s=1.5"])
+    assert rest == ["--topic", "digits"]
+    c = layered(WorkerConfig, toml=doc, role="workers.inference", env=env, cli=cli)
+    assert (c.ops_port, c.name, c.drain_timeout_s) == (0, "from-env", 1.5)
+
+
+def test_other_roles_do_not_see_inference_table(doc):
+    c = layered(WorkerConfig, toml=doc, role="workers.models")
+    assert c.ops_port == 0 and c.name == "worker" and c.drain_timeout_s == 5.0
+
+
+def test_bad_values_name_field_and_layer(doc):
+    with pytest.raises(ConfigInvalid, match=r"ops_port \(environment\)"):
+        layered(WorkerConfig, env={"MESH_OPS_PORT": "eighty"})
+    with pytest.raises(ConfigInvalid, match="bad address"):
+        layered(WorkerConfig, cli={"bootstrap": "127.0.0.1:99999"})
+    with pytest.raises(ConfigInvalid, match="needs a value"):
+        parse_cli(WorkerConfig, ["--ops-port"])
+
+
+def test_models_section(doc):
+    t = load_topics(doc)
+    assert t.namespace == "ns1"
+    assert t.models == (ModelConfig(id="digits", version="2", file="digits-2.onnx", sha256="ab",
+                                    batching=False, max_queue=10),)
+    assert t.model("digits").role == "workers.inference"
+    assert t.models_for("workers.inference") == t.models
+
+
+def test_models_section_rejects_unknown_keys_and_duplicates():
+    with pytest.raises(ConfigInvalid, match="unknown keys"):
+        load_topics({"models": [{"id": "a", "batchsize": 3}]})
+    with pytest.raises(ConfigInvalid, match="twice"):
+        load_topics({"models": [{"id": "a"}, {"id": "a"}]})
+    with pytest.raises(ConfigInvalid):
+        load_topics({"models": [{"version": "1"}]})
+
+
+def test_bad_toml_file(tmp_path):
+    p = tmp_path / "t.toml"
+    p.write_text("namespace = ")
+    with pytest.raises(ConfigInvalid):
+        read_toml(p)
