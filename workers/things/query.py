@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .schema import Schema, invalid
+from .schema import TYPE_NAMES, Schema, invalid
 
 OPS = {"eq": "=", "ne": "!=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "in": "IN", "prefix": "prefix"}
 META_COLUMNS = {"id": str, "version": int, "created_at": int, "updated_at": int}
@@ -149,7 +149,7 @@ def _scalar(where: str, kind: type | None, value: Any) -> Any:
         isinstance(value, (int, float)) and not isinstance(value, bool) if kind in (int, float)
         else isinstance(value, kind))
     if not ok:
-        raise invalid(where, f"a {kind.__name__} to compare with", value)
+        raise invalid(where, f"{TYPE_NAMES.get(kind, kind.__name__)} to compare with", value)
     # json_extract gives 1/0 for JSON booleans.
     return int(value) if isinstance(value, bool) else value
 

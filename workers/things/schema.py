@@ -20,7 +20,7 @@ from workers.errors import InvalidInput
 META_FIELDS = ("id", "version", "created_at", "updated_at")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
                list: "a list", dict: "an object"}
 
 
@@ -64,7 +64,7 @@ class Field:
         """What a valid value looks like, in words (used in error messages)."""
         if self.expected:
             return self.expected
-        text = _TYPE_NAMES.get(self.type, self.type.__name__)
+        text = TYPE_NAMES.get(self.type, self.type.__name__)
         if self.choices is not None:
             text += " among " + ", ".join(repr(c) for c in self.choices)
         if self.pattern is not None:
