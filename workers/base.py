@@ -288,8 +288,13 @@ class Worker:
                 await self._ops.start()
         except BaseException:
             self.state = STOPPED
-            self._stopped.set()
-            await self._close_ops()
+            try:  # undo what started: topics, subclass resources, the ops port
+                for name in list(self._announced):
+                    await self.leave(name)
+                await self.on_stop()
+            finally:
+                await self._close_ops()
+                self._stopped.set()
             raise
         self.state = SERVING
         self._serving.set()

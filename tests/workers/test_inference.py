@@ -1,0 +1,263 @@
+"""InferenceWorker with real onnxruntime, handlers called in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+
+import numpy as np
+import onnxruntime as ort  # the independent reference for "what onnxruntime returns"
+import pytest
+
+from mesh.topics import topic_key
+from workers.config import ModelConfig
+from workers.errors import Busy, ChecksumMismatch, InvalidInput, ModelNotFound, ModelNotLoaded, ModelTooLarge, Unavailable
+from workers.inference import InferenceConfig, InferenceWorker
+from workers.inference.source import LocalDirectorySource, ModelFile
+
+from .meshdoubles import Mesh
+
+
+def config(model_dir, **kw) -> InferenceConfig:
+    return InferenceConfig(model_dir=str(model_dir), ops_port=0, namespace="ns", **kw)
+
+
+def reference(path, feeds):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds)))
+
+
+def digits_rows(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 17, size=(n, 64)).astype(np.float32)
+
+
+@pytest.fixture
+async def worker(model_dir):
+    mesh = Mesh()
+    w = InferenceWorker(config(model_dir, serve=("digits",)))
+    await w.start(mesh)
+    w.test_mesh = mesh
+    yield w
+    await w.stop()
+
+
+async def test_infer_matches_onnxruntime_in_process(worker, model_dir):
+    x = digits_rows(5)
+    reply = await worker.call("infer", {"model": "digits", "inputs": {"x": x}})
+    ref = reference(model_dir / "digits-1.onnx", {"x": x})
+    assert reply["model"] == "digits" and reply["version"] == "1" and reply["batch_size"] == 5
+    assert set(reply["outputs"]) == {"probabilities", "label"}
+    np.testing.assert_array_equal(reply["outputs"]["probabilities"], ref["probabilities"])
+    np.testing.assert_array_equal(reply["outputs"]["label"], ref["label"])
+    assert reply["outputs"]["label"].dtype == np.int64
+
+
+async def test_topic_announced_for_loaded_model(worker):
+    assert worker.test_mesh.swarm.joined == {topic_key("ns", "digits")}
+    assert worker.topics == ["digits"]
+
+
+async def test_concurrent_requests_are_batched_and_match_solo(worker, model_dir):
+    rows = [digits_rows(1, seed=i) for i in range(32)]
+    solo = [reference(model_dir / "digits-1.onnx", {"x": r}) for r in rows]
+    replies = await asyncio.wait_for(asyncio.gather(
+        *[worker.call("infer", {"model": "digits", "inputs": {"x": r}}) for r in rows]), 10)
+    for reply, ref in zip(replies, solo):
+        np.testing.assert_allclose(reply["outputs"]["probabilities"], ref["probabilities"], rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(reply["outputs"]["label"], ref["label"])
+    assert max(r["batch_size"] for r in replies) > 1
+    stats = await worker.call("stats")
+    s = stats["models"]["digits@1"]
+    assert s["requests"]["OK"] == 32 and s["rows"] == 32
+    assert s["batches"] < 32
+    assert any(float(bound) > 1 for bound in s["batch_rows"]["buckets"])
+
+
+async def test_unbatched_model_runs_one_request_per_run(model_dir):
+    w = InferenceWorker(config(model_dir, serve=("mlp-tiny",), batching=False))
+    await w.start()
+    x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
+    replies = await asyncio.wait_for(asyncio.gather(
+        *[w.call("infer", {"model": "mlp-tiny", "inputs": {"x": x}}) for _ in range(8)]), 10)
+    assert {r["batch_size"] for r in replies} == {1}
+    ref = reference(model_dir / "mlp-tiny-1.onnx", {"x": x})["y"]
+    for r in replies:
+        np.testing.assert_array_equal(r["outputs"]["y"], ref)
+    await w.stop()
+
+
+async def test_past_capacity_callers_get_busy_quickly(model_dir):
+    w = InferenceWorker(config(model_dir, serve=("digits",), max_concurrent=1, max_queue=2))
+    await w.start()
+    x = digits_rows(1)
+    results = await asyncio.wait_for(asyncio.gather(
+        *[w.call("infer", {"model": "digits", "inputs": {"x": x}}) for _ in range(20)],
+        return_exceptions=True), 10)
+    busy = [r for r in results if isinstance(r, Busy)]
+    ok = [r for r in results if isinstance(r, dict)]
+    assert len(ok) == 3 and len(busy) == 17
+    assert all(b.code == "BUSY" and b.retry_after_ms >= 1 for b in busy)
+    cap = await w.call("capacity")
+    assert cap["max_concurrent"] == 1 and cap["max_queue"] == 2 and cap["available"]
+    assert (await w.call("stats"))["models"]["digits@1"]["busy"] == 17
+    await w.stop()
+
+
+@pytest.mark.parametrize("request_value, code, message", [
+    ({"model": "digits", "inputs": {"x": np.zeros((1, 64), np.int64)}}, "INVALID_INPUT",
+     "input 'x': expected dtype float32, got int64"),
+    ({"model": "digits", "inputs": {"x": np.zeros((1, 32), np.float32)}}, "INVALID_INPUT",
+     "input 'x': expected dim 1 to be 64"),
+    ({"model": "digits", "inputs": {"image": np.zeros((1, 64), np.float32)}}, "INVALID_INPUT",
+     "unexpected input 'image'; expected inputs: x"),
+    ({"model": "digits", "inputs": {}}, "INVALID_INPUT", "missing input 'x'"),
+    ({"inputs": {}}, "INVALID_INPUT", "'model' must be a non-empty string"),
+    ("digits", "INVALID_INPUT", "request must be a map"),
+    ({"model": "nope", "inputs": {}}, "MODEL_NOT_FOUND", "model 'nope' is not in"),
+    ({"model": "digits", "version": "7", "inputs": {}}, "MODEL_NOT_FOUND", "has no version '7'"),
+])
+async def test_bad_requests_name_the_expected_value(worker, request_value, code, message):
+    with pytest.raises(Exception) as e:
+        await worker.call("infer", request_value)
+    assert e.value.code == code and message in str(e.value)
+
+
+async def test_sha256_pin_mismatch_refuses_to_load(model_dir):
+    pinned = ModelConfig(id="digits", version="1", file="digits-1.onnx", sha256="0" * 64)
+    w = InferenceWorker(config(model_dir, models=(pinned,), serve=("mlp-tiny",)))
+    await w.start()
+    with pytest.raises(ChecksumMismatch, match="expected sha256 0000"):
+        await w.call("load_model", {"model": "digits"})
+    assert [m["model"] for m in (await w.call("models"))["models"]] == ["mlp-tiny"]
+    await w.stop()
+    # a configured model that does not verify stops the worker from starting
+    w = InferenceWorker(config(model_dir, models=(pinned,)))
+    with pytest.raises(ChecksumMismatch):
+        await w.start()
+    assert w.state == "stopped"
+
+
+async def test_tampered_file_refused_by_local_source(model_dir, manifest, tmp_path):
+    for f in ("manifest.json", "mlp-tiny-1.onnx"):
+        shutil.copy(model_dir / f, tmp_path / f)
+    data = bytearray((tmp_path / "mlp-tiny-1.onnx").read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "mlp-tiny-1.onnx").write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatch, match=manifest["mlp-tiny"]["sha256"]):
+        await LocalDirectorySource(tmp_path).fetch("mlp-tiny", None)
+
+
+async def test_worker_rechecks_what_a_source_hands_over(model_dir, manifest):
+    class LyingSource:
+        async def fetch(self, model_id, version):
+            e = manifest["mlp-tiny"]
+            return ModelFile(model_id, "1", model_dir / "digits-1.onnx", e["sha256"], e["size"])
+
+    w = InferenceWorker(config(model_dir), source=LyingSource())
+    await w.start()
+    with pytest.raises(ChecksumMismatch):
+        await w.load("mlp-tiny")
+    await w.stop()
+
+
+async def test_lru_eviction_by_count_leaves_topic(model_dir):
+    mesh = Mesh()
+    w = InferenceWorker(config(model_dir, cache_max_models=2))
+    await w.start(mesh)
+    for m in ("digits", "mlp-tiny", "conv-small"):
+        await w.call("load_model", {"model": m})
+    loaded = [m["model"] for m in (await w.call("models"))["models"]]
+    assert loaded == ["mlp-tiny", "conv-small"]
+    await asyncio.wait_for(asyncio.gather(*w._retiring), 5)  # eviction drains in the background
+    assert mesh.swarm.joined == {topic_key("ns", "mlp-tiny"), topic_key("ns", "conv-small")}
+    await w.stop()
+    assert ("leave", topic_key("ns", "digits")) in mesh.swarm.events
+
+
+async def test_lru_eviction_by_memory_and_too_large(model_dir, manifest):
+    sizes = {m: manifest[m]["size"] for m in ("digits", "mlp-tiny", "conv-small")}
+    bound = sizes["conv-small"] + sizes["mlp-tiny"]
+    w = InferenceWorker(config(model_dir, cache_max_bytes=bound, lazy_load=True))
+    await w.start()
+    await w.load("digits")
+    await w.load("mlp-tiny")
+    await w.load("conv-small")  # digits + tiny + conv > bound: digits goes
+    assert [m["model"] for m in (await w.call("models"))["models"]] == ["mlp-tiny", "conv-small"]
+    stats = await w.call("stats")
+    assert stats["cache"]["evictions"] == 1 and stats["cache"]["bytes"] <= bound
+    # lazily reloaded on its next infer, evicting the least recently used
+    await w.call("infer", {"model": "digits", "inputs": {"x": digits_rows(1)}})
+    assert [m["model"] for m in (await w.call("models"))["models"]] == ["conv-small", "digits"]
+    await w.stop()
+    small = InferenceWorker(config(model_dir, cache_max_bytes=sizes["digits"]))
+    await small.start()
+    with pytest.raises(ModelTooLarge):
+        await small.load("conv-small")
+    await small.stop()
+
+
+async def test_load_unload_and_not_loaded(model_dir):
+    mesh = Mesh()
+    w = InferenceWorker(config(model_dir, lazy_load=False))
+    await w.start(mesh)
+    with pytest.raises(ModelNotLoaded):
+        await w.call("infer", {"model": "mlp-tiny", "inputs": {"x": np.zeros((1, 64), np.float32)}})
+    desc = await w.call("load_model", {"model": "mlp-tiny"})
+    assert desc["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 64]}]
+    assert desc["batching"] is True and desc["providers"] == ["CPUExecutionProvider"]
+    assert topic_key("ns", "mlp-tiny") in mesh.swarm.joined
+    assert await w.call("unload_model", {"model": "mlp-tiny"}) == {"model": "mlp-tiny", "versions": ["1"]}
+    assert mesh.swarm.joined == set()
+    with pytest.raises(ModelNotLoaded):
+        await w.call("unload_model", {"model": "mlp-tiny"})
+    await w.stop()
+
+
+async def test_graceful_drain_finishes_in_flight_inference(model_dir):
+    mesh = Mesh()
+    w = InferenceWorker(config(model_dir, serve=("conv-small",), max_queue=64))
+    await w.start(mesh)
+    x = np.random.default_rng(2).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    calls = [asyncio.ensure_future(w.call("infer", {"model": "conv-small", "inputs": {"x": x}})) for _ in range(16)]
+    await asyncio.sleep(0)  # let the calls be admitted
+    await asyncio.wait_for(w.stop(), 10)
+    replies = await asyncio.wait_for(asyncio.gather(*calls), 10)
+    ref = reference(model_dir / "conv-small-1.onnx", {"x": x})["y"]
+    for r in replies:
+        np.testing.assert_allclose(r["outputs"]["y"], ref, rtol=1e-5, atol=1e-6)
+    assert mesh.swarm.joined == set()
+    with pytest.raises(Unavailable):
+        await w.call("infer", {"model": "conv-small", "inputs": {"x": x}})
+
+
+async def test_cancelled_caller_does_not_disturb_others(worker):
+    x = digits_rows(1)
+    calls = [asyncio.ensure_future(worker.call("infer", {"model": "digits", "inputs": {"x": x}})) for _ in range(6)]
+    await asyncio.sleep(0)
+    calls[2].cancel()
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert all(isinstance(r, dict) for i, r in enumerate(results) if i != 2)
+
+
+async def test_per_model_settings_override_defaults(model_dir, manifest):
+    m = ModelConfig(id="conv-small", version="1", file="conv-small-1.onnx",
+                    sha256=manifest["conv-small"]["sha256"], batching=False, max_queue=5)
+    w = InferenceWorker(config(model_dir, models=(m,)))
+    await w.start()
+    desc = (await w.call("models"))["models"][0]
+    assert desc["model"] == "conv-small" and desc["batching"] is False and desc["max_queue"] == 5
+    await w.stop()
+
+
+async def test_metrics_render_inference_histograms(worker):
+    from workers.ops_http import render_metrics
+    await asyncio.gather(*[worker.call("infer", {"model": "digits", "inputs": {"x": digits_rows(1)}})
+                           for _ in range(4)])
+    text = render_metrics(worker.registry).decode()
+    assert 'mesh_worker_inference_requests_total{code="OK",model="digits@1"} 4.0' in text
+    assert 'mesh_worker_inference_batch_rows_bucket{le="+Inf",model="digits@1"}' in text
+    assert 'mesh_worker_inference_queued{model="digits@1"} 0.0' in text
+    assert 'mesh_worker_requests_total{code="OK",method="infer"} 4.0' in text

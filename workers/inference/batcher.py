@@ -1,0 +1,281 @@
+"""Admission, capacity and dynamic batching for one loaded model.
+
+A `Dispatcher` owns a model's queue. `submit(feeds, rows)` either queues the
+request or, when `max_concurrent` runs are in flight and `max_queue` requests
+already wait, refuses at once with BUSY and a retry hint (never a hang).
+
+Runs happen in the worker's thread pool (`run_in_executor`), at most
+`max_concurrent` at a time for this model. With batching on (and a model whose
+inputs and outputs all have a dynamic leading dimension), a run takes every
+waiting request up to `max_batch_size` rows, concatenates them along axis 0,
+runs once, and slices the outputs back to each caller.
+
+When to wait for more rows: never while the model is idle, so a lone caller
+pays no delay. Only while another run of this model is in flight (there is
+load) and the waiting rows do not fill a batch, dispatch is postponed: first by
+one event-loop turn (callers woken by the previous batch resubmit in that turn),
+then at most `max_delay_ms` after the oldest request arrived, capped at half
+the model's recent run time so the wait never dominates. Models for which
+batching does not pay are served with `batching = false` per model; the same
+queue and capacity rules apply with one request per run.
+
+If a batched run fails, its requests are re-run one by one, so one bad request
+fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import Busy, InferenceFailed, ModelNotLoaded, WorkerError, as_worker_error
+from .runner import Session
+from .stats import InferenceStats
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Per-model serving settings.
+
+    batching: combine concurrent requests into one run (needs a dynamic batch dim).
+    max_batch_size: most rows in one run (a larger single request runs alone).
+    max_delay_ms: longest a request waits for others to join its batch (only
+    under load; see the module doc). max_concurrent: runs in flight at once.
+    max_queue: requests allowed to wait beyond those running; past it, BUSY.
+    """
+
+    batching: bool = True
+    max_batch_size: int = 32
+    max_delay_ms: float = 1.0
+    max_concurrent: int = 2
+    max_queue: int = 128
+
+    def __post_init__(self):
+        if self.max_batch_size < 1 or self.max_concurrent < 1 or self.max_queue < 0 or self.max_delay_ms < 0:
+            raise ValueError(f"invalid serving config {self}")
+
+
+@dataclass(eq=False)
+class _Item:
+    feeds: Mapping[str, np.ndarray]
+    rows: int
+    future: asyncio.Future
+    t0: float          # perf_counter at admission (stats)
+    t_loop: float      # loop time at admission (delay deadline)
+
+
+Result = tuple[dict[str, np.ndarray], int]
+
+
+class Dispatcher:
+    def __init__(self, name: str, session: Session, config: ServingConfig, executor: Executor,
+                 stats: InferenceStats):
+        self.name = name
+        self.session = session
+        self.config = config
+        self.batching = config.batching and session.batch_dynamic
+        self._executor = executor
+        self._stats = stats
+        self._loop = asyncio.get_running_loop()
+        self._pending: deque[_Item] = deque()
+        self._pending_rows = 0
+        self._running = 0
+        self._closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: set[asyncio.Task] = set()
+        self._soon: asyncio.Handle | None = None
+        self._soon_passed = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_fired = False
+        self._ewma_run_s: float | None = None
+        self._ewma_requests = 1.0
+
+    # ------------------------------------------------------------ public
+
+    def load(self) -> dict[str, Any]:
+        return {"running": self._running, "queued": len(self._pending),
+                "max_concurrent": self.config.max_concurrent, "max_queue": self.config.max_queue,
+                "batching": self.batching, "max_batch_size": self.config.max_batch_size}
+
+    async def submit(self, feeds: Mapping[str, np.ndarray], rows: int) -> Result:
+        """(outputs, rows in the run that served it); raises Busy, ModelNotLoaded,
+        InferenceFailed."""
+        if self._closed:
+            raise ModelNotLoaded(f"model {self.name} was unloaded")
+        if self._running >= self.config.max_concurrent and len(self._pending) >= self.config.max_queue:
+            self._stats.busy.inc(self.name)
+            raise Busy(f"model {self.name}: {self._running} running and {len(self._pending)} queued "
+                       f"(max_queue {self.config.max_queue})", retry_after_ms=self.retry_after_ms())
+        item = _Item(feeds, rows, self._loop.create_future(), time.perf_counter(), self._loop.time())
+        self._pending.append(item)
+        self._pending_rows += rows
+        self._idle.clear()
+        self._pump()
+        return await item.future
+
+    def retry_after_ms(self) -> int:
+        """A guess of when a slot frees up: recent run time times queue depth."""
+        run_s = self._ewma_run_s or 0.005
+        per_run = max(1.0, self._ewma_requests) * self.config.max_concurrent
+        return max(1, math.ceil(1000 * run_s * (1 + len(self._pending) / per_run)))
+
+    async def close(self) -> None:
+        """Refuse new requests and wait until queued and running ones finish."""
+        self._closed = True
+        await self._idle.wait()
+
+    # ------------------------------------------------------------ dispatch
+
+    def _pump(self) -> None:
+        while self._running < self.config.max_concurrent:
+            self._drop_cancelled()
+            if not self._pending:
+                break
+            if self.batching and self._running > 0 and self._pending_rows < self.config.max_batch_size:
+                if self._postpone():
+                    return
+            self._start(self._take())
+        self._update_idle()
+
+    def _postpone(self) -> bool:
+        """True when dispatch is put off to let more requests join (a wake-up is set)."""
+        if not self._soon_passed:
+            if self._soon is None:
+                self._soon = self._loop.call_soon(self._after_soon)
+            return True
+        if self._timer_fired:
+            return False
+        delay = self.config.max_delay_ms / 1000
+        if self._ewma_run_s is not None:
+            delay = min(delay, self._ewma_run_s / 2)
+        due = self._pending[0].t_loop + delay
+        if delay <= 0 or self._loop.time() >= due:
+            return False
+        if self._timer is None:
+            self._timer = self._loop.call_at(due, self._after_timer)
+        return True
+
+    def _after_soon(self) -> None:
+        self._soon = None
+        self._soon_passed = True
+        self._pump()
+
+    def _after_timer(self) -> None:
+        self._timer = None
+        self._timer_fired = True
+        self._pump()
+
+    def _drop_cancelled(self) -> None:
+        while self._pending and self._pending[0].future.done():
+            self._pending_rows -= self._pending.popleft().rows
+
+    def _take(self) -> list[_Item]:
+        batch: list[_Item] = []
+        rows = 0
+        while self._pending:
+            item = self._pending[0]
+            if not item.future.done():
+                if batch and (not self.batching or rows + item.rows > self.config.max_batch_size):
+                    break
+                batch.append(item)
+                rows += item.rows
+            self._pending.popleft()
+            self._pending_rows -= item.rows
+        self._soon_passed = self._timer_fired = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return batch
+
+    def _start(self, batch: list[_Item]) -> None:
+        self._running += 1
+        task = self._loop.create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _update_idle(self) -> None:
+        if not self._pending and self._running == 0:
+            self._idle.set()
+
+    async def _run(self, batch: list[_Item]) -> None:
+        t_start = time.perf_counter()
+        rows = sum(i.rows for i in batch)
+        try:
+            for item in batch:
+                self._stats.queue_s.observe(t_start - item.t0, self.name)
+            try:
+                results = await self._loop.run_in_executor(self._executor, _execute, self.session,
+                                                           [i.feeds for i in batch], [i.rows for i in batch])
+            except WorkerError as e:
+                if len(batch) == 1:
+                    raise
+                await self._run_singly(batch, e)
+                return
+            run_s = time.perf_counter() - t_start
+            self._record(batch, rows, run_s)
+            for item, out in zip(batch, results):
+                _resolve(item.future, (out, rows))
+        except BaseException as e:  # every caller must hear back, whatever happened
+            err = as_worker_error(e) if isinstance(e, Exception) else e
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(err)
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            self._running -= 1
+            self._pump()
+
+    async def _run_singly(self, batch: list[_Item], first_error: WorkerError) -> None:
+        for item in batch:
+            t0 = time.perf_counter()
+            try:
+                (out,) = await self._loop.run_in_executor(self._executor, _execute, self.session,
+                                                          [item.feeds], [item.rows])
+            except Exception as e:
+                if not item.future.done():
+                    item.future.set_exception(as_worker_error(e))
+                continue
+            self._record([item], item.rows, time.perf_counter() - t0)
+            _resolve(item.future, (out, item.rows))
+
+    def _record(self, batch: list[_Item], rows: int, run_s: float) -> None:
+        self._ewma_run_s = run_s if self._ewma_run_s is None else 0.8 * self._ewma_run_s + 0.2 * run_s
+        self._ewma_requests = 0.8 * self._ewma_requests + 0.2 * len(batch)
+        self._stats.batches.inc(self.name)
+        self._stats.rows.inc(self.name, amount=rows)
+        self._stats.batch_rows.observe(rows, self.name)
+        self._stats.batch_requests.observe(len(batch), self.name)
+        self._stats.run_s.observe(run_s, self.name)
+
+
+def _resolve(future: asyncio.Future, value: Result) -> None:
+    if not future.done():  # the caller may have given up (cancelled)
+        future.set_result(value)
+
+
+def _execute(session: Session, feeds_list: list[Mapping[str, np.ndarray]],
+             rows_list: list[int]) -> list[dict[str, np.ndarray]]:
+    """Runs in an executor thread: concatenate, run once, split along axis 0."""
+    if len(feeds_list) == 1:
+        return [session.run(feeds_list[0])]
+    feeds = {name: np.concatenate([f[name] for f in feeds_list], axis=0) for name in feeds_list[0]}
+    out = session.run(feeds)
+    total = sum(rows_list)
+    for name, value in out.items():
+        if value.ndim == 0 or value.shape[0] != total:
+            raise InferenceFailed(f"output {name!r} has leading dim {value.shape[:1]}, not the batch of {total}; "
+                                  "disable batching for this model")
+    results, start = [], 0
+    for rows in rows_list:
+        results.append({name: value[start:start + rows] for name, value in out.items()})
+        start += rows
+    return results

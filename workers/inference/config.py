@@ -1,0 +1,71 @@
+"""The inference worker's frozen configuration (one flat layer of settings).
+
+Built by `workers.config.layered(InferenceConfig, ...)` from defaults <
+topics.toml `[workers]`/`[workers.inference]` < MESH_* < CLI; `models` comes
+from topics.toml `[[models]]`. `runner()` and `serving(model)` derive the
+settings of the layers below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..config import ModelConfig, WorkerConfig
+from .batcher import ServingConfig
+from .runner import RunnerConfig
+
+
+@dataclass(frozen=True)
+class InferenceConfig(WorkerConfig):
+    """Inference worker settings (WorkerConfig's plus these).
+
+    model_dir: folder of model files (LocalDirectorySource).  serve: model ids
+    loaded at start (empty: every `models` entry with this role).  lazy_load:
+    load a model on its first `infer`.  require_sha256: refuse unpinned files.
+    providers / intra_op_threads / inter_op_threads / allow_spinning: see
+    RunnerConfig.  executor_threads: threads running onnxruntime.
+    cache_max_models / cache_max_bytes: the session LRU's bounds.
+    batching ... max_queue: defaults of ServingConfig for models that do not set them.
+    """
+
+    name: str = "inference"
+    ops_port: int = 8001
+    model_dir: str = "var/models"
+    serve: tuple[str, ...] = ()
+    lazy_load: bool = True
+    require_sha256: bool = True
+    providers: tuple[str, ...] = ("auto",)
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    allow_spinning: bool = False
+    executor_threads: int = 2
+    cache_max_models: int = 8
+    cache_max_bytes: int = 2 << 30
+    batching: bool = True
+    max_batch_size: int = 32
+    max_delay_ms: float = 1.0
+    max_concurrent: int = 2
+    max_queue: int = 128
+    max_request_rows: int = 1024
+    models: tuple[ModelConfig, ...] = ()
+
+    def runner(self) -> RunnerConfig:
+        return RunnerConfig(self.providers, self.intra_op_threads, self.inter_op_threads, self.allow_spinning)
+
+    def model(self, model_id: str, version: str | None = None) -> ModelConfig | None:
+        for m in self.models:
+            if m.id == model_id and (version is None or m.version == version):
+                return m
+        return None
+
+    def serving(self, model_id: str, version: str | None = None) -> ServingConfig:
+        """The worker defaults with the model's own settings on top."""
+        base = ServingConfig(self.batching, self.max_batch_size, self.max_delay_ms,
+                             self.max_concurrent, self.max_queue)
+        m = self.model(model_id, version)
+        if m is None:
+            return base
+        overrides = {f.name: getattr(m, f.name) for f in dataclasses.fields(ServingConfig)
+                     if getattr(m, f.name) is not None}
+        return dataclasses.replace(base, **overrides)

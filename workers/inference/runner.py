@@ -1,0 +1,136 @@
+"""onnxruntime sessions: the ONLY module that imports onnxruntime.
+
+`open_session(path, RunnerConfig)` loads a model file into a `Session` whose
+`inputs`/`outputs` are `TensorSpec`s (name, numpy dtype name, shape with
+dynamic dims as their symbol or None) and whose `run(feeds)` returns
+{output name: ndarray}. `run` is thread-safe (onnxruntime allows concurrent
+`InferenceSession.run` calls) and is meant to be called in an executor.
+
+Execution providers: "auto" picks CUDA when onnxruntime-gpu is installed and
+reports a GPU, else CPU; an explicit list is used as given, and a provider the
+installed onnxruntime lacks is a ModelLoadFailed naming what is available.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ortstate
+
+from ..errors import InferenceFailed, ModelLoadFailed
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+# onnxruntime's pybind errors derive from Exception directly, so name them.
+ORT_ERRORS: tuple[type[BaseException], ...] = tuple(
+    getattr(_ortstate, n) for n in ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError",
+                                    "RuntimeException", "InvalidProtobuf", "ModelLoaded", "NotImplemented",
+                                    "InvalidGraph", "EPFail")
+    if hasattr(_ortstate, n)
+) + (RuntimeError, ValueError, OSError)
+
+_DTYPES = {
+    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+    "tensor(int8)": "int8", "tensor(int16)": "int16", "tensor(int32)": "int32", "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64", "tensor(bool)": "bool",
+}
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How sessions are built.
+
+    providers: ("auto",) or explicit onnxruntime provider names in priority order.
+    intra_op_threads / inter_op_threads: onnxruntime thread pools per session
+    (0 = onnxruntime's default of one per core). allow_spinning: let idle pool
+    threads spin (faster hand-off, burns CPU that other sessions may need).
+    """
+
+    providers: tuple[str, ...] = ("auto",)
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    allow_spinning: bool = False
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str                               # numpy dtype name, e.g. "float32"
+    shape: tuple[int | str | None, ...]      # int fixed; str symbolic; None unknown
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
+
+
+def resolve_providers(requested: tuple[str, ...]) -> list[str]:
+    """The provider list to give onnxruntime for `requested` (see module doc)."""
+    available = available_providers()
+    if tuple(requested) in ((), ("auto",)):
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    missing = [p for p in requested if p not in available]
+    if missing:
+        raise ModelLoadFailed(f"execution providers {missing} not available; available: {available}")
+    return list(requested)
+
+
+class Session:
+    """A loaded model: its specs and a thread-safe `run`."""
+
+    def __init__(self, session: ort.InferenceSession, path: str):
+        self._session = session
+        self.path = path
+        self.inputs = tuple(_spec(a) for a in session.get_inputs())
+        self.outputs = tuple(_spec(a) for a in session.get_outputs())
+        self.providers = tuple(session.get_providers())
+        self._output_names = [o.name for o in self.outputs]
+
+    @property
+    def batch_dynamic(self) -> bool:
+        """True when every input and output has a dynamic leading dimension,
+        so requests can be concatenated along axis 0 and split back."""
+        specs = self.inputs + self.outputs
+        return bool(specs) and all(s.shape and not isinstance(s.shape[0], int) for s in specs)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model; raises InferenceFailed with onnxruntime's message."""
+        try:
+            values = self._session.run(self._output_names, dict(feeds))
+        except ORT_ERRORS as e:
+            raise InferenceFailed(f"onnxruntime: {e}") from e
+        return dict(zip(self._output_names, values))
+
+
+def _spec(arg) -> TensorSpec:
+    dtype = _DTYPES.get(arg.type)
+    if dtype is None:
+        raise ModelLoadFailed(f"tensor {arg.name!r} has unsupported type {arg.type}")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) else None)
+                  for d in (arg.shape or ()))
+    return TensorSpec(arg.name, dtype, shape)
+
+
+def open_session(model: str | bytes, config: RunnerConfig, label: str | None = None) -> Session:
+    """Load a model file path, or the model's bytes (what the caller verified),
+    into a Session; raises ModelLoadFailed with onnxruntime's reason."""
+    path = label or (model if isinstance(model, str) else "<bytes>")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = config.intra_op_threads
+    opts.inter_op_num_threads = config.inter_op_threads
+    if not config.allow_spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    providers = resolve_providers(config.providers)
+    try:
+        session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+    except ORT_ERRORS as e:
+        raise ModelLoadFailed(f"onnxruntime cannot load {path}: {e}") from e
+    return Session(session, path)
