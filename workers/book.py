@@ -1,6 +1,7 @@
 """The book worker: the CRUD template with a field spec, as a worked example.
 
-    python -m mesh.node --topic books       # topics.toml: [topics.books] role = "workers.book"
+    python -m mesh.node --topic books     # topics.toml maps the topic to role "workers.book"
+    python -m workers.book --db-path var/books.db   # standalone, without a mesh
 
 A book has a title, an author, an ISBN (ISBN-10 or ISBN-13 with a valid check
 digit; hyphens and spaces are dropped, so the stored form is digits, plus a
@@ -10,12 +11,16 @@ docs/writing-a-worker.md walks through this file.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+from workers.things.role import entry_points
 from workers.things.schema import Field, invalid
 from workers.things.worker import ThingConfig, ThingWorker
+
+ROLE = "workers.book"
 
 ISBN_EXPECTED = "an ISBN-10 or ISBN-13 with a valid check digit (hyphens and spaces allowed)"
 
@@ -52,7 +57,7 @@ class BookConfig(ThingConfig):
 
 
 class BookWorker(ThingWorker):
-    role = "workers.book"
+    role = ROLE
     config_class: ClassVar[type[ThingConfig]] = BookConfig
     kind = "books"
     strict = True
@@ -71,3 +76,10 @@ class BookWorker(ThingWorker):
             if not data[name]:
                 raise invalid(name, "a non-blank string", "")
         return data
+
+
+# What `python -m mesh.node --topic books` calls (topics.toml: role = "workers.book").
+role_config, run_role, main = entry_points(BookWorker)
+
+if __name__ == "__main__":
+    sys.exit(main())

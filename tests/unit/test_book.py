@@ -3,7 +3,12 @@ method table, with JSON-text (Node, hp-svc-facs-net style) and msgpack payloads.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import socket
+import sys
 
 import pytest
 from hypothesis import given
@@ -218,3 +223,50 @@ def test_config_layers():
     assert (cfg.namespace, cfg.db_path, cfg.max_limit, cfg.default_limit, cfg.topic) == \
         ("ns", "/tmp/x.db", 10, 5, "library")
     assert BookConfig().topic == "books" and BookConfig().name == "books"
+
+
+def test_role_entry_points(tmp_path):
+    import workers.book as role
+    import workers.thing as template
+
+    assert role.ROLE == BookWorker.role == "workers.book" and template.ROLE == "workers.thing"
+    topics = tmp_path / "topics.toml"
+    topics.write_text('namespace = "ns"\nbootstrap = ["127.0.0.1:49737"]\n'
+                      '[workers.book]\ndb_path = "/tmp/b.db"\nmax_limit = 20\n')
+    cfg = role.role_config(str(topics), env={"MESH_MAX_LIMIT": "30"}, argv=["--default-limit", "7", "--other", "x"],
+                           topic="books-eu")
+    assert isinstance(cfg, BookConfig)
+    assert (cfg.namespace, cfg.bootstrap, cfg.db_path, cfg.max_limit, cfg.default_limit, cfg.topic) == \
+        ("ns", (("127.0.0.1", 49737),), "/tmp/b.db", 30, 7, "books-eu")
+    assert template.role_config({}).topic == "things"
+
+
+async def test_standalone_process_serves_health_and_drains_on_sigterm(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    db = tmp_path / "books.db"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workers.book", "--db-path", str(db), "--ops-port", str(port), cwd=root,
+        env={**os.environ, "PYTHONPATH": root}, stderr=asyncio.subprocess.PIPE)
+    try:
+        while True:
+            line = await asyncio.wait_for(proc.stderr.readline(), 30)
+            assert line, "worker exited before it started"
+            if json.loads(line).get("msg") == "worker started":
+                break
+        assert db.exists()
+        # An answered /health means run() is past start() and has its SIGTERM
+        # handler (installed right after "worker started", before the loop runs again).
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+        reply = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        assert b'"kind": "books"' in reply or b'"kind":"books"' in reply, reply
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
