@@ -270,3 +270,57 @@ async def test_standalone_process_serves_health_and_drains_on_sigterm(tmp_path):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+book_like = st.fixed_dictionaries({}, optional={
+    "id": json_values | st.text(max_size=10), "version": json_values, "title": json_values,
+    "author": json_values, "isbn": json_values | st.just("0306406152"), "year": json_values,
+    "where": json_values, "order": json_values | st.sampled_from(["year", "-title", "isbn"]),
+    "limit": json_values, "cursor": json_values, "offset": json_values})
+METHODS = st.sampled_from(["create", "get", "update", "delete", "list"])
+
+
+def test_hostile_payloads_get_clear_errors_and_never_crash(tmp_path):
+    """Random bytes, random JSON text and random msgpack to every method: each call
+    answers or fails with a worker code (never INTERNAL), and the store stays sound."""
+    from hypothesis import HealthCheck, settings
+
+    from mesh.rpc import codec
+    from workers.errors import WorkerError
+
+    loop = asyncio.new_event_loop()
+    worker = BookWorker(BookConfig(db_path=str(tmp_path / "books.db")))
+    loop.run_until_complete(worker.start())
+
+    def call(method, payload):
+        try:
+            reply = loop.run_until_complete(worker.call(method, payload))
+        except WorkerError as e:
+            assert e.code in ("INVALID_INPUT", "NOT_FOUND", "CONFLICT"), e
+            return
+        assert isinstance(reply, bytes)
+        if payload[:1] in (b"{", b"["):
+            value = json.loads(reply)
+            if isinstance(value, str):
+                assert value.startswith("[HRPC_ERR]=") and "INTERNAL" not in value, value
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(METHODS, st.binary(max_size=64) | json_values.map(lambda v: json.dumps(v).encode())
+           | st.integers(2**63, 2**80).map(lambda n: json.dumps({"title": "t", "author": "a", "isbn": "0306406152",
+                                                                   "year": n}).encode())
+           | st.integers(2**63, 2**80).map(lambda n: json.dumps({"where": {"year": {"lt": n}}, "offset": n}).encode())
+           | book_like.map(lambda v: json.dumps(v).encode())
+           | book_like.map(lambda v: bytes(codec.unframe(memoryview(codec.get("msgpack").encode(v))) or b"")))
+    def check(method, payload):
+        call(method, payload)
+
+    try:
+        check()
+        assert worker.service.store.integrity_ok()
+    finally:
+        loop.run_until_complete(worker.stop())
+        loop.close()

@@ -79,6 +79,7 @@ async def test_client_chosen_id_and_duplicate(svc):
     ({"name": "a", "n": -1}, "n", "an integer between 0 and inf"),
     ({"name": "a", "n": True}, "n", "an integer"),
     ({"name": "a", "n": 1.5}, "n", "an integer"),
+    ({"name": "a", "n": 2**63}, "n", "within 64 bits"),
     ({"name": "a", "score": float("nan")}, "score", "a finite number"),
     ({"name": "a", "done": 1}, "done", "a boolean"),
     ({"name": "a", "tags": [1, 2, 3, 4, 5, 6]}, "tags", "a list"),
@@ -382,3 +383,13 @@ async def test_loose_schema_stores_any_json(tmp_path):
             await svc.list({"where": {"bad name": 1}})
     finally:
         await svc.close()
+
+
+@pytest.mark.parametrize("req, field", [
+    ({"offset": 2**70}, "offset"),
+    ({"where": {"n": {"gte": 2**70}}}, "where.n.gte"),
+    ({"where": {"n": {"in": [1, -2**64]}}}, "where.n.in"),
+])
+async def test_out_of_range_integers_in_lists(svc, req, field):
+    with pytest.raises(InvalidInput, match=f"^{field}: expected"):
+        await svc.list(req)

@@ -19,6 +19,7 @@ from .schema import TYPE_NAMES, Schema, invalid
 OPS = {"eq": "=", "ne": "!=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "in": "IN", "prefix": "prefix"}
 META_COLUMNS = {"id": str, "version": int, "created_at": int, "updated_at": int}
 MAX_IN = 100
+INT64_MAX = 2**63 - 1
 LIST_KEYS = {"where", "order", "limit", "cursor", "offset"}
 
 
@@ -66,7 +67,7 @@ def parse_list(params: Any, schema: Schema, default_limit: int, max_limit: int) 
         raise invalid("request", "an object with where, order, limit, cursor or offset", params)
     extra = set(params) - LIST_KEYS
     if extra:
-        raise invalid(sorted(extra)[0], "no such list option (known: " + ", ".join(sorted(LIST_KEYS)) + ")",
+        raise invalid(sorted(map(str, extra))[0], "no such list option (known: " + ", ".join(sorted(LIST_KEYS)) + ")",
                       show_got=False)
     where = _parse_where(params.get("where"), schema)
     order, descending = _parse_order(params.get("order"), schema)
@@ -74,7 +75,7 @@ def parse_list(params: Any, schema: Schema, default_limit: int, max_limit: int) 
     if not _is_int(limit) or not 1 <= limit <= max_limit:
         raise invalid("limit", f"an integer from 1 to {max_limit}", limit)
     offset = params.get("offset", 0)
-    if not _is_int(offset) or offset < 0:
+    if not _is_int(offset) or not 0 <= offset <= INT64_MAX:
         raise invalid("offset", "an integer >= 0", offset)
     after = None
     if params.get("cursor") is not None:
@@ -144,14 +145,21 @@ def _scalar(where: str, kind: type | None, value: Any) -> Any:
     if kind is None:  # undeclared field of a non-strict schema
         if value is None or isinstance(value, (dict, list)):
             raise invalid(where, "a string, number or boolean", value)
-        return int(value) if isinstance(value, bool) else value
+        return _bindable(where, value)
     ok = isinstance(value, bool) if kind is bool else (
         isinstance(value, (int, float)) and not isinstance(value, bool) if kind in (int, float)
         else isinstance(value, kind))
     if not ok:
         raise invalid(where, f"{TYPE_NAMES.get(kind, kind.__name__)} to compare with", value)
-    # json_extract gives 1/0 for JSON booleans.
-    return int(value) if isinstance(value, bool) else value
+    return _bindable(where, value)
+
+
+def _bindable(where: str, value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)  # json_extract gives 1/0 for JSON booleans
+    if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise invalid(where, "an integer within 64 bits (SQLite's range)", value)
+    return value
 
 
 def where_sql(conditions: tuple[Condition, ...]) -> tuple[str, list]:

@@ -80,6 +80,8 @@ class Field:
         """The value to store for this field, or InvalidInput."""
         if not _type_ok(self.type, value):
             raise invalid(name, self.describe(), value)
+        if self.type is int and not -2**63 <= value < 2**63:
+            raise invalid(name, "an integer within 64 bits (SQLite's range)", value)
         if self.type in (list, dict) and not _json_safe(value):
             raise invalid(name, f"{self.describe()} of JSON values", value)
         if self.type is float:
