@@ -393,3 +393,40 @@ async def test_loose_schema_stores_any_json(tmp_path):
 async def test_out_of_range_integers_in_lists(svc, req, field):
     with pytest.raises(InvalidInput, match=f"^{field}: expected"):
         await svc.list(req)
+
+
+BUMPER = r"""
+import sys
+from workers.errors import Conflict
+from workers.things.store import ThingStore
+store = ThingStore(sys.argv[1], "items")
+conflicts = 0
+for _ in range(int(sys.argv[2])):
+    while True:
+        cur = store.get("counter")
+        try:
+            store.update("counter", cur.version, lambda d: {**d, "n": d["n"] + 1})
+            break
+        except Conflict:
+            conflicts += 1
+print(conflicts, flush=True)
+"""
+
+
+def test_processes_racing_on_one_file_lose_no_update(tmp_path):
+    path = str(tmp_path / "things.db")
+    store = ThingStore(path, "items")
+    store.insert("counter", {"name": "c", "n": 0})
+    procs = [subprocess.Popen([sys.executable, "-c", BUMPER, path, "40"], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}) for _ in range(3)]
+    try:
+        outs = [p.communicate(timeout=60)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert all(p.returncode == 0 for p in procs), outs
+    final = store.get("counter")
+    assert final.data["n"] == 120 and final.version == 121
+    store.close()
