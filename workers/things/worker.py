@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Mapping
 
 from workers.base import Worker
 from workers.config import WorkerConfig
-from workers.errors import ConfigInvalid, WorkerError
+from workers.errors import ConfigInvalid, Unavailable
 
 from .schema import Field, Schema
 from .service import ThingService
@@ -76,8 +76,8 @@ class ThingWorker(Worker):
 
     def _verb(self, name: str):
         async def verb(request: Any) -> Any:
-            if self.service is None:  # the base refuses calls before start; this is a bug guard
-                raise WorkerError(f"{self.kind} store is not open")
+            if self.service is None:  # the base already refuses calls outside serving
+                raise Unavailable(f"the {self.kind} store is not open")
             return await getattr(self.service, name)(request)
         verb.__name__ = name
         return verb
