@@ -74,6 +74,7 @@ class ModelConfig:
     max_delay_ms: float | None = None
     max_concurrent: int | None = None
     max_queue: int | None = None
+    inline_max_us: float | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ HTTP port still has its stats, and prometheus-client enters through one module.
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from dataclasses import dataclass, field
@@ -101,10 +102,7 @@ class Histogram:
 
 
 def _bucket_index(buckets: tuple[float, ...], value: float) -> int:
-    for i, b in enumerate(buckets):
-        if value <= b:
-            return i
-    return len(buckets)
+    return bisect.bisect_left(buckets, value)  # first bucket with value <= bound
 
 
 Metric = Counter | Gauge | Histogram

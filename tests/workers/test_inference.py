@@ -59,7 +59,10 @@ async def test_topic_announced_for_loaded_model(worker):
     assert worker.topics == ["digits"]
 
 
-async def test_concurrent_requests_are_batched_and_match_solo(worker, model_dir):
+@pytest.mark.parametrize("inline_max_us", [0.0, 200.0], ids=["executor", "inline"])
+async def test_concurrent_requests_are_batched_and_match_solo(model_dir, inline_max_us):
+    worker = InferenceWorker(config(model_dir, serve=("digits",), inline_max_us=inline_max_us))
+    await worker.start()
     rows = [digits_rows(1, seed=i) for i in range(32)]
     solo = [reference(model_dir / "digits-1.onnx", {"x": r}) for r in rows]
     replies = await asyncio.wait_for(asyncio.gather(
@@ -73,6 +76,7 @@ async def test_concurrent_requests_are_batched_and_match_solo(worker, model_dir)
     assert s["requests"]["OK"] == 32 and s["rows"] == 32
     assert s["batches"] < 32
     assert any(float(bound) > 1 for bound in s["batch_rows"]["buckets"])
+    await worker.stop()
 
 
 async def test_unbatched_model_runs_one_request_per_run(model_dir):

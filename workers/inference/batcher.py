@@ -1,8 +1,9 @@
 """Admission, capacity and dynamic batching for one loaded model.
 
 A `Dispatcher` owns a model's queue. `submit(feeds, rows)` either queues the
-request or, when `max_concurrent` runs are in flight and `max_queue` requests
-already wait, refuses at once with BUSY and a retry hint (never a hang).
+request or, when `max_queue` requests already wait beyond what the free run
+slots (of `max_concurrent`) will take next, refuses at once with BUSY and a
+retry hint (never a hang).
 
 Runs happen in the worker's thread pool (`run_in_executor`), at most
 `max_concurrent` at a time for this model. With batching on (and a model whose
@@ -10,17 +11,20 @@ inputs and outputs all have a dynamic leading dimension), a run takes every
 waiting request up to `max_batch_size` rows, concatenates them along axis 0,
 runs once, and slices the outputs back to each caller.
 
-When to wait for more rows: never while the model is idle, so a lone caller
-pays no delay. Only while another run of this model is in flight (there is
-load) and the waiting rows do not fill a batch, dispatch is postponed: first by
-one event-loop turn (callers woken by the previous batch resubmit in that turn),
-then at most `max_delay_ms` after the oldest request arrived, capped at half
-the model's recent run time so the wait never dominates. Models for which
+When to wait for more rows: requests arriving in the same event-loop turn
+(e.g. callers woken by the previous batch) always gather first, which costs a
+lone caller one loop turn and nothing more. Only while another run of this
+model is in flight (there is load) and the waiting rows do not fill a batch,
+dispatch waits further: at most `max_delay_ms` after the oldest request
+arrived, capped at half the model's recent run time so the wait never
+dominates. Waiting rows are shared evenly over the free run slots, so parallel
+runs keep the cores busy. Models for which
 batching does not pay are served with `batching = false` per model; the same
 queue and capacity rules apply with one request per run.
 
 If a batched run fails, its requests are re-run one by one, so one bad request
-fails alone.
+fails alone. Models whose runs take only microseconds run on the event-loop
+thread instead (`inline_max_us`), where a thread hop would cost more than the run.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ class ServingConfig:
     max_delay_ms: longest a request waits for others to join its batch (only
     under load; see the module doc). max_concurrent: runs in flight at once.
     max_queue: requests allowed to wait beyond those running; past it, BUSY.
+    inline_max_us: run on the event-loop thread, skipping the executor hop
+    (~100-200 us on a busy 2-core machine), while the model's recent run time
+    is at most this; 0 disables. Only tiny models qualify, so the loop is never
+    blocked for long.
     """
 
     batching: bool = True
@@ -56,9 +64,11 @@ class ServingConfig:
     max_delay_ms: float = 1.0
     max_concurrent: int = 2
     max_queue: int = 128
+    inline_max_us: float = 200.0
 
     def __post_init__(self):
-        if self.max_batch_size < 1 or self.max_concurrent < 1 or self.max_queue < 0 or self.max_delay_ms < 0:
+        if (self.max_batch_size < 1 or self.max_concurrent < 1 or self.max_queue < 0 or self.max_delay_ms < 0
+                or self.inline_max_us < 0):
             raise ValueError(f"invalid serving config {self}")
 
 
@@ -110,11 +120,14 @@ class Dispatcher:
         InferenceFailed."""
         if self._closed:
             raise ModelNotLoaded(f"model {self.name} was unloaded")
-        if self._running >= self.config.max_concurrent and len(self._pending) >= self.config.max_queue:
+        free_slots = self.config.max_concurrent - self._running
+        if len(self._pending) >= self.config.max_queue + free_slots:
             self._stats.busy.inc(self.name)
             raise Busy(f"model {self.name}: {self._running} running and {len(self._pending)} queued "
                        f"(max_queue {self.config.max_queue})", retry_after_ms=self.retry_after_ms())
         item = _Item(feeds, rows, self._loop.create_future(), time.perf_counter(), self._loop.time())
+        if not self._pending:
+            self._soon_passed = False  # a new group of arrivals: let it gather for one loop turn
         self._pending.append(item)
         self._pending_rows += rows
         self._idle.clear()
@@ -139,19 +152,26 @@ class Dispatcher:
             self._drop_cancelled()
             if not self._pending:
                 break
-            if self.batching and self._running > 0 and self._pending_rows < self.config.max_batch_size:
-                if self._postpone():
-                    return
-            self._start(self._take())
+            if self.batching and self._postpone():
+                return
+            batch = self._take(self.config.max_concurrent - self._running)
+            if self._inline():
+                self._run_inline(batch)
+            else:
+                self._start(batch)
         self._update_idle()
 
     def _postpone(self) -> bool:
-        """True when dispatch is put off to let more requests join (a wake-up is set)."""
+        """True when dispatch is put off to let more requests join (a wake-up is set).
+
+        Requests that arrive in the same loop turn (callers woken by one batch)
+        always gather first; that costs a lone caller one loop turn. A further
+        wait (the timer) only happens while another run is in flight."""
         if not self._soon_passed:
             if self._soon is None:
                 self._soon = self._loop.call_soon(self._after_soon)
             return True
-        if self._timer_fired:
+        if self._running == 0 or self._pending_rows >= self.config.max_batch_size or self._timer_fired:
             return False
         delay = self.config.max_delay_ms / 1000
         if self._ewma_run_s is not None:
@@ -177,19 +197,25 @@ class Dispatcher:
         while self._pending and self._pending[0].future.done():
             self._pending_rows -= self._pending.popleft().rows
 
-    def _take(self) -> list[_Item]:
+    def _take(self, free_slots: int) -> list[_Item]:
+        """The next run's requests: up to max_batch_size rows, shared evenly over
+        the free slots so parallel runs keep every core busy (inline runs are
+        serial, so they take a full batch)."""
+        limit = self.config.max_batch_size
+        if not self._inline():
+            limit = min(limit, math.ceil(self._pending_rows / max(1, free_slots)))
         batch: list[_Item] = []
         rows = 0
         while self._pending:
             item = self._pending[0]
             if not item.future.done():
-                if batch and (not self.batching or rows + item.rows > self.config.max_batch_size):
+                if batch and (not self.batching or rows + item.rows > limit):
                     break
                 batch.append(item)
                 rows += item.rows
             self._pending.popleft()
             self._pending_rows -= item.rows
-        self._soon_passed = self._timer_fired = False
+        self._timer_fired = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -212,14 +238,16 @@ class Dispatcher:
             for item in batch:
                 self._stats.queue_s.observe(t_start - item.t0, self.name)
             try:
-                results = await self._loop.run_in_executor(self._executor, _execute, self.session,
-                                                           [i.feeds for i in batch], [i.rows for i in batch])
+                args = (self.session, [i.feeds for i in batch], [i.rows for i in batch])
+                if self._inline():
+                    results, run_s = _execute(*args)
+                else:
+                    results, run_s = await self._loop.run_in_executor(self._executor, _execute, *args)
             except WorkerError as e:
                 if len(batch) == 1:
                     raise
                 await self._run_singly(batch, e)
                 return
-            run_s = time.perf_counter() - t_start
             self._record(batch, rows, run_s)
             for item, out in zip(batch, results):
                 _resolve(item.future, (out, rows))
@@ -234,17 +262,47 @@ class Dispatcher:
             self._running -= 1
             self._pump()
 
+    def _run_inline(self, batch: list[_Item]) -> None:
+        """Run on the loop thread, no task and no thread hop (tiny models only)."""
+        t_start = time.perf_counter()
+        for item in batch:
+            self._stats.queue_s.observe(t_start - item.t0, self.name)
+        rows = sum(i.rows for i in batch)
+        try:
+            results, run_s = _execute(self.session, [i.feeds for i in batch], [i.rows for i in batch])
+        except WorkerError as e:
+            if len(batch) == 1:
+                _fail(batch, e)
+            else:  # the executor path re-runs them one by one
+                self._running += 1
+                task = self._loop.create_task(self._singly_then_release(batch, e))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return
+        self._record(batch, rows, run_s)
+        for item, out in zip(batch, results):
+            _resolve(item.future, (out, rows))
+
+    async def _singly_then_release(self, batch: list[_Item], error: WorkerError) -> None:
+        try:
+            await self._run_singly(batch, error)
+        finally:
+            self._running -= 1
+            self._pump()
+
+    def _inline(self) -> bool:
+        return self._ewma_run_s is not None and self._ewma_run_s * 1e6 <= self.config.inline_max_us
+
     async def _run_singly(self, batch: list[_Item], first_error: WorkerError) -> None:
         for item in batch:
-            t0 = time.perf_counter()
             try:
-                (out,) = await self._loop.run_in_executor(self._executor, _execute, self.session,
-                                                          [item.feeds], [item.rows])
+                (out,), run_s = await self._loop.run_in_executor(self._executor, _execute, self.session,
+                                                                 [item.feeds], [item.rows])
             except Exception as e:
                 if not item.future.done():
                     item.future.set_exception(as_worker_error(e))
                 continue
-            self._record([item], item.rows, time.perf_counter() - t0)
+            self._record([item], item.rows, run_s)
             _resolve(item.future, (out, item.rows))
 
     def _record(self, batch: list[_Item], rows: int, run_s: float) -> None:
@@ -257,16 +315,24 @@ class Dispatcher:
         self._stats.run_s.observe(run_s, self.name)
 
 
+def _fail(batch: list[_Item], error: BaseException) -> None:
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(error)
+
+
 def _resolve(future: asyncio.Future, value: Result) -> None:
     if not future.done():  # the caller may have given up (cancelled)
         future.set_result(value)
 
 
 def _execute(session: Session, feeds_list: list[Mapping[str, np.ndarray]],
-             rows_list: list[int]) -> list[dict[str, np.ndarray]]:
-    """Runs in an executor thread: concatenate, run once, split along axis 0."""
+             rows_list: list[int]) -> tuple[list[dict[str, np.ndarray]], float]:
+    """Runs in an executor thread: concatenate, run once, split along axis 0.
+    Returns the per-request outputs and the seconds spent here (no thread hop)."""
+    t0 = time.perf_counter()
     if len(feeds_list) == 1:
-        return [session.run(feeds_list[0])]
+        return [session.run(feeds_list[0])], time.perf_counter() - t0
     feeds = {name: np.concatenate([f[name] for f in feeds_list], axis=0) for name in feeds_list[0]}
     out = session.run(feeds)
     total = sum(rows_list)
@@ -278,4 +344,4 @@ def _execute(session: Session, feeds_list: list[Mapping[str, np.ndarray]],
     for rows in rows_list:
         results.append({name: value[start:start + rows] for name, value in out.items()})
         start += rows
-    return results
+    return results, time.perf_counter() - t0
