@@ -303,11 +303,10 @@ class Mux:
                 outgoing.remove(r.local_id)
                 if not outgoing:
                     del self._outgoing[key]
-                self._free.append(r.local_id)
-                if r.local_id in self._tombstones:
-                    self._tombstones.discard(r.local_id)
-                else:
+                if r.local_id in self._local:
                     self._close(self._local[r.local_id], remote=True)
+                self._tombstones.discard(r.local_id)
+                self._free.append(r.local_id)
                 return
         raise ProtocolError("Invalid reject message")
 
