@@ -228,6 +228,13 @@ class Mux:
         """Handle one received message. Raises ProtocolError/DecodeError when fatal."""
         if not message:
             return  # keepalive
+        if len(message) > 1 and 0 < message[0] <= 0xFC and message[1] <= 0xFC:
+            # fast path for the common case: one message on a paired channel with small ids
+            slot = self._remote.get(message[0])
+            if type(slot) is Channel:
+                view = message if type(message) is memoryview else memoryview(message)
+                self._events.append(ChannelMessage(slot, message[1], view[2:]))
+                return
         items = mc.decode(message)
         corked = len(items) > 1
         if corked:

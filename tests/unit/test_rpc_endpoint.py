@@ -375,3 +375,28 @@ async def test_both_sides_serve_and_call_on_one_connection():
 async def _until(cond):
     while not cond():
         await asyncio.sleep(0.001)
+
+
+async def test_random_garbage_never_crashes_the_server():
+    import random
+
+    rng = random.Random(1234)
+    server = make_server()
+    survived = destroyed = 0
+    for _ in range(150):
+        peer, a, b, _ = await connected(server)
+        assert await peer.request("echo", 0) == 0
+        session = session_for(b)
+        for _ in range(rng.randint(1, 4)):
+            n = rng.randint(1, 12)
+            head = rng.choice([b"", b"\x00", b"\x01", b"\x01\x00", b"\x01\x01", b"\x00\x00\x01"])
+            a.write(head + bytes(rng.getrandbits(8) for _ in range(n)))
+        try:
+            assert await asyncio.wait_for(peer.request("echo", 1), 2) == 1
+            survived += 1
+        except (ChannelClosedError, asyncio.TimeoutError, RpcError):
+            destroyed += 1
+        a.destroy()
+        await asyncio.wait_for(session._reader, 2)  # the reader ends cleanly, no exception
+        assert session.closed
+    assert survived and destroyed

@@ -197,3 +197,40 @@ def test_malformed_frames_raise_decode_error():
     for bad in (b"\x00", b"\x00\x01", b"\x00\x01\x01\x05ab", b"\xfd\x01", b"\x00\x02"):
         with pytest.raises(DecodeError):
             Mux().receive(bad)
+
+
+# ---------------------------------------------------------------- fuzzing the state machine
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+small = st.integers(0, 4)
+frames = st.one_of(
+    st.builds(lambda i, p, k: mc.encode_open(i, p, k), small, st.sampled_from(["p", "protomux-rpc"]),
+              st.sampled_from([None, KEY])),
+    st.builds(mc.encode_reject, small),
+    st.builds(mc.encode_close, small),
+    st.builds(lambda i, t, b: mc.encode_message(i, t, b), st.integers(1, 4), small, st.binary(max_size=8)),
+    st.binary(max_size=24),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(frames, st.lists(frames, min_size=1, max_size=4)), max_size=12))
+def test_random_frame_sequences_raise_only_decode_errors(seq):
+    mux = Mux(pair=lambda p, i, h: mux.open_channel(p, i) if p == "protomux-rpc" else None)
+    mux.open_channel("p", KEY)
+    for item in seq:
+        if isinstance(item, list):  # several frames in one batch
+            try:
+                item = mc.encode_batch([mc.split_channel(f) for f in item])
+            except DecodeError:
+                continue
+        try:
+            mux.receive(item)
+        except DecodeError:
+            return  # fatal for the connection, as in protomux
+        mux.data_to_send()
+        for ev in mux.events():
+            assert isinstance(ev, (ChannelOpened, ChannelMessage, ChannelClosed))
+        assert mux.buffered >= 0
