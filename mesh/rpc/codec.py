@@ -69,9 +69,10 @@ def _pack_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind not in _ALLOWED_KINDS:
             raise TypeError(f"numpy dtype {obj.dtype} cannot be sent")
-        arr = np.ascontiguousarray(obj)
-        header = msgpack.packb([arr.dtype.str, list(arr.shape)])
-        return msgpack.ExtType(EXT_NDARRAY, b"".join((header, arr.data.cast("B") if arr.size else b"")))
+        # (ascontiguousarray would turn a 0-d array into a 1-d one)
+        arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
+        header = msgpack.packb([arr.dtype.str, list(obj.shape)])
+        return msgpack.ExtType(EXT_NDARRAY, b"".join((header, arr.reshape(-1).data)))  # one copy
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, memoryview):

@@ -228,6 +228,13 @@ class Mux:
         """Handle one received message. Raises ProtocolError/DecodeError when fatal."""
         if not message:
             return  # keepalive
+        if len(message) > 1 and 0 < message[0] <= 0xFC and message[1] <= 0xFC:
+            # fast path for the common case: one message on a paired channel with small ids
+            slot = self._remote.get(message[0])
+            if type(slot) is Channel:
+                view = message if type(message) is memoryview else memoryview(message)
+                self._events.append(ChannelMessage(slot, message[1], view[2:]))
+                return
         items = mc.decode(message)
         corked = len(items) > 1
         if corked:
@@ -303,11 +310,10 @@ class Mux:
                 outgoing.remove(r.local_id)
                 if not outgoing:
                     del self._outgoing[key]
-                self._free.append(r.local_id)
-                if r.local_id in self._tombstones:
-                    self._tombstones.discard(r.local_id)
-                else:
+                if r.local_id in self._local:
                     self._close(self._local[r.local_id], remote=True)
+                self._tombstones.discard(r.local_id)
+                self._free.append(r.local_id)
                 return
         raise ProtocolError("Invalid reject message")
 

@@ -44,14 +44,21 @@ class ChannelHandler(Protocol):
 
 
 _sessions: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
+_by_id: dict[int, Session] = {}  # for connection objects that cannot be weakly referenced
 
 
 def session_for(conn: Connection) -> Session:
     """The Session of `conn`, created on first use."""
-    s = _sessions.get(conn)
-    if s is None:
-        s = _sessions[conn] = Session(conn)
-    return s
+    try:
+        s = _sessions.get(conn)
+        if s is None or s.closed and s.conn is not conn:
+            s = _sessions[conn] = Session(conn)
+        return s
+    except TypeError:
+        s = _by_id.get(id(conn))
+        if s is None or s.conn is not conn:
+            s = _by_id[id(conn)] = Session(conn)
+        return s
 
 
 class Session:
@@ -147,6 +154,8 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        if _by_id.get(id(self.conn)) is self:
+            del _by_id[id(self.conn)]
         self.mux.shutdown()
         self.flush()
         if self._reader is not None and self._reader is not asyncio.current_task():
