@@ -324,3 +324,68 @@ def test_hostile_payloads_get_clear_errors_and_never_crash(tmp_path):
     finally:
         loop.run_until_complete(worker.stop())
         loop.close()
+
+
+BOOK_WRITER = r"""
+import asyncio, json, sys
+from workers.book import BookConfig, BookWorker
+
+def isbn(i):
+    twelve = f"978{i:09d}"
+    return twelve + str((10 - sum(int(c) * (3 if k % 2 else 1) for k, c in enumerate(twelve)) % 10) % 10)
+
+async def main():
+    w = BookWorker(BookConfig(db_path=sys.argv[1]))
+    await w.start()
+    i = 0
+    while True:
+        i += 1
+        req = {"id": f"b{i}", "title": f"Book {i}", "author": "A", "isbn": isbn(i), "year": 2000}
+        await w.call("create", json.dumps(req).encode())
+        if i > 1:
+            await w.call("update", json.dumps({"id": f"b{i - 1}", "version": 1, "year": 2001}).encode())
+        print(i, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_sigkill_of_a_book_worker_mid_writes_keeps_every_acknowledged_book(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    db = str(tmp_path / "books.db")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", BOOK_WRITER, db, cwd=root,
+                                                env={**os.environ, "PYTHONPATH": root},
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    acked = 0
+    try:
+        while acked < 200:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, "writer died early"
+            acked = int(line)
+    finally:
+        proc.kill()  # SIGKILL, mid-write
+        await proc.wait()
+    for line in (await proc.stdout.read()).split(b"\n"):
+        if line.strip():
+            acked = int(line)  # printed before the kill: acknowledged too
+    assert proc.returncode == -signal.SIGKILL
+    w = BookWorker(BookConfig(db_path=db))
+    await w.start()
+    try:
+        assert w.service.store.integrity_ok()
+        seen, cursor = [], None
+        while True:
+            req = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+            page = json.loads(await w.call("list", json.dumps(req).encode()))
+            seen += page["items"]
+            if not (cursor := page["next_cursor"]):
+                break
+        ids = [b["id"] for b in seen]
+        assert ids[:acked] == [f"b{i}" for i in range(1, acked + 1)] and len(ids) <= acked + 1
+        for b in seen:
+            # whole writes only: created at version 1 (year 2000) or updated to version 2 (year 2001)
+            assert (b["version"], b["year"]) in ((1, 2000), (2, 2001)), b
+            if int(b["id"][1:]) < acked:
+                assert b["version"] == 2
+    finally:
+        await w.stop()
