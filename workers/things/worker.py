@@ -50,7 +50,7 @@ class ThingWorker(Worker):
       strict   refuse fields not in `fields` (the bare template stores any JSON).
       kind     the SQLite table name (one table per kind).
       validate(data) -> dict | None: cross-field rules; raise InvalidInput
-               (workers.schema.invalid(field, expected, got)) to refuse, or
+               (workers.things.schema.invalid(field, expected, got)) to refuse, or
                return a replacement document (e.g. normalised values).
     """
 
@@ -65,8 +65,9 @@ class ThingWorker(Worker):
         self.config: ThingConfig = config
         self.schema = Schema(self.fields, validate=self.validate, strict=self.strict)
         self.service: ThingService | None = None
-        self.inband_errors = self.registry.counter("inband_errors_total",
-                                             "errors answered in-band to JSON callers", ("method", "code"))
+        # The base counts an in-band error as a success (the reply was sent), so count them here.
+        self.inband_errors = self.registry.counter("inband_errors_total", "errors answered in-band to JSON callers",
+                                                   ("method", "code"))
         for name in CRUD:
             self.method(name, dual(self._verb(name), self._inband_hook(name)), encoding="raw")
 
