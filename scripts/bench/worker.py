@@ -1,6 +1,6 @@
 """Inference worker throughput against raw in-process onnxruntime, same models.
 
-    PYTHONPATH=. python scripts/bench/worker.py [--seconds 1.0] [--models var/models]
+    PYTHONPATH=. python scripts/bench/worker.py [--seconds 0.4 --rounds 3] [--models var/models]
 
 For each model (mlp-tiny 64-256-10, mlp-mid 512-2048-2048-512, conv-small
 1x3x64x64 conv net), one run measures:
@@ -13,7 +13,8 @@ For each model (mlp-tiny 64-256-10, mlp-mid 512-2048-2048-512, conv-small
   checks, input validation, admission/queue, batcher, executor, split); there
   is no RPC hop yet.
 
-and prints rows/s with ratios: batched/unbatched, worker/raw-1-row,
+Each cell is the median of interleaved rounds (the machine is shared and
+noisy). It prints rows/s with ratios: batched/unbatched, worker/raw-1-row,
 worker-batched@32/raw-batch-32. Keep runs short: the machine is shared.
 """
 
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -37,28 +39,33 @@ MODELS = {"mlp-tiny": (64,), "mlp-mid": (512,), "conv-small": (3, 64, 64)}
 CALLERS = (1, 8, 32)
 
 
-def raw_rows_per_s(path: Path, shape: tuple, rows: int, seconds: float, threads: int) -> float:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((rows, *shape)).astype(np.float32)
-    for _ in range(3):
-        sess.run(None, {"x": x})
-    n, t0 = 0, time.perf_counter()
-    end = t0 + seconds
-    while time.perf_counter() < end:
-        sess.run(None, {"x": x})
-        n += 1
-    return n * rows / (time.perf_counter() - t0)
+class Raw:
+    """The baseline: one onnxruntime session called from this thread."""
+
+    def __init__(self, path: Path, shape: tuple, threads: int):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        self.x = {rows: rng.standard_normal((rows, *shape)).astype(np.float32) for rows in (1, 32)}
+        for x in self.x.values():
+            self.sess.run(None, {"x": x})
+
+    def rows_per_s(self, rows: int, seconds: float) -> float:
+        x = {"x": self.x[rows]}
+        n, t0 = 0, time.perf_counter()
+        end = t0 + seconds
+        while time.perf_counter() < end:
+            self.sess.run(None, x)
+            n += 1
+        return n * rows / (time.perf_counter() - t0)
 
 
-async def worker_rows_per_s(config: InferenceConfig, model: str, shape: tuple, callers: int,
+async def worker_rows_per_s(w: InferenceWorker, model: str, shape: tuple, callers: int,
                             seconds: float) -> tuple[float, float]:
-    """(rows/s, mean rows per onnxruntime run)."""
-    w = InferenceWorker(config)
-    await w.start()
+    """(rows/s, mean rows per onnxruntime run) for `callers` closed-loop callers."""
     rng = np.random.default_rng(1)
     inputs = [rng.standard_normal((1, *shape)).astype(np.float32) for _ in range(callers)]
     loop = asyncio.get_running_loop()
@@ -70,33 +77,42 @@ async def worker_rows_per_s(config: InferenceConfig, model: str, shape: tuple, c
             n += 1
         return n
 
-    await asyncio.gather(*[caller(x, loop.time() + 0.2) for x in inputs])  # warm-up
+    await asyncio.gather(*[caller(x, loop.time() + 0.05) for x in inputs])  # warm-up
     before = (await w.call("stats"))["models"][f"{model}@1"]
     t0 = loop.time()
     counts = await asyncio.gather(*[caller(x, t0 + seconds) for x in inputs])
     elapsed = loop.time() - t0
     after = (await w.call("stats"))["models"][f"{model}@1"]
-    await w.stop()
     runs = after["batches"] - before["batches"]
     return sum(counts) / elapsed, (after["rows"] - before["rows"]) / max(1, runs)
 
 
-async def bench(model_dir: Path, seconds: float, threads: int, executor_threads: int) -> list[dict]:
+async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, executor_threads: int) -> list[dict]:
+    """Cells are measured in interleaved rounds (raw, unbatched, batched, ...) and the
+    median of the rounds is kept, so a burst of load from other processes on the
+    shared machine hits all variants alike instead of one cell."""
     results = []
     for model, shape in MODELS.items():
-        path = model_dir / f"{model}-1.onnx"
-        raw1 = raw_rows_per_s(path, shape, 1, seconds, threads)
-        raw32 = raw_rows_per_s(path, shape, 32, seconds, threads)
-        row = {"model": model, "raw_1": raw1, "raw_32": raw32}
+        raw = Raw(model_dir / f"{model}-1.onnx", shape, threads)
+        workers = {}
         for batching in (False, True):
             config = InferenceConfig(model_dir=str(model_dir), ops_port=0, serve=(model,), batching=batching,
                                      intra_op_threads=threads, executor_threads=executor_threads,
-                                     max_concurrent=executor_threads, max_queue=256, require_sha256=True)
+                                     max_concurrent=executor_threads, max_queue=256)
+            workers["batched" if batching else "unbatched"] = w = InferenceWorker(config)
+            await w.start()
+        samples: dict[str, list[float]] = {}
+        for _ in range(rounds):
+            samples.setdefault("raw_1", []).append(raw.rows_per_s(1, seconds))
+            samples.setdefault("raw_32", []).append(raw.rows_per_s(32, seconds))
             for c in CALLERS:
-                rate, mean_batch = await worker_rows_per_s(config, model, shape, c, seconds)
-                key = "batched" if batching else "unbatched"
-                row[f"{key}_{c}"] = rate
-                row[f"{key}_{c}_mean_batch"] = mean_batch
+                for key, w in workers.items():
+                    rate, mean_batch = await worker_rows_per_s(w, model, shape, c, seconds)
+                    samples.setdefault(f"{key}_{c}", []).append(rate)
+                    samples.setdefault(f"{key}_{c}_mean_batch", []).append(mean_batch)
+        for w in workers.values():
+            await w.stop()
+        row = {"model": model, **{k: statistics.median(v) for k, v in samples.items()}}
         results.append(row)
         print_row(row)
     return results
@@ -127,10 +143,12 @@ def markdown(results: list[dict], args) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=1.0, help="measuring time per cell")
+    ap.add_argument("--seconds", type=float, default=0.4, help="measuring time per cell and round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     ap.add_argument("--models", default="", help="folder from scripts/make_models.py (default: build to a temp dir)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (raw and worker)")
     ap.add_argument("--executor-threads", type=int, default=2, help="worker executor threads = max_concurrent")
+    ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(MODELS))
     ap.add_argument("--json", default="", help="also write the numbers to this file")
     args = ap.parse_args(argv)
     if args.models:
@@ -141,9 +159,11 @@ def main(argv=None) -> int:
         model_dir = Path(tempfile.mkdtemp(prefix="bench-models-"))
         write_models(model_dir, list(MODELS))
     print(f"worker benchmark: infer handler called in-process through validate/queue/batch (no RPC hop); "
-          f"{args.seconds}s per cell; onnxruntime {ort.__version__}, intra-op threads {args.threads}, "
+          f"{args.rounds} interleaved rounds of {args.seconds}s per cell, medians; onnxruntime {ort.__version__}, intra-op threads {args.threads}, "
           f"worker executor threads {args.executor_threads}; {platform.processor() or platform.machine()}")
-    results = asyncio.run(bench(model_dir, args.seconds, args.threads, args.executor_threads))
+    for name in [m for m in args.only.split(",") if m] and set(MODELS) - set(args.only.split(",")):
+        del MODELS[name]
+    results = asyncio.run(bench(model_dir, args.seconds, args.rounds, args.threads, args.executor_threads))
     print("\n" + markdown(results, args))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
