@@ -31,6 +31,7 @@ from .errors import DuplicateChannelError, ProtocolError
 
 MAX_BUFFERED = 32 * 1024  # protomux pauses the stream past this many buffered bytes
 MAX_BATCH = 8 * 1024 * 1024  # protomux flushes a batch at this size
+BATCH_ITEM_LIMIT = 16 * 1024  # bigger messages skip the batch (no extra copy), order kept
 
 
 class Channel:
@@ -118,6 +119,15 @@ class Mux:
         return ev
 
     @property
+    def corked(self) -> bool:
+        return self._batch is not None
+
+    @property
+    def batch_bytes(self) -> int:
+        """Roughly how many bytes the open batch holds."""
+        return self._batch_size
+
+    @property
     def paused(self) -> bool:
         """True while buffered messages for unpaired channels exceed protomux's limit."""
         return self.buffered > MAX_BUFFERED
@@ -127,6 +137,10 @@ class Mux:
 
     def _write(self, message: bytes) -> None:
         if self._batch is None:
+            self._out.append(message)
+            return
+        if len(message) > BATCH_ITEM_LIMIT:
+            self._flush_batch()
             self._out.append(message)
             return
         cid, rest = mc.split_channel(message)

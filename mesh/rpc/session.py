@@ -51,7 +51,7 @@ def session_for(conn: Connection) -> Session:
     """The Session of `conn`, created on first use."""
     try:
         s = _sessions.get(conn)
-        if s is None or s.closed and s.conn is not conn:
+        if s is None:
             s = _sessions[conn] = Session(conn)
         return s
     except TypeError:
@@ -62,8 +62,14 @@ def session_for(conn: Connection) -> Session:
 
 
 class Session:
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, cork_writes: bool = True):
         self.conn = conn
+        # after the first message of an event-loop iteration, the rest of that
+        # iteration's messages go out as one protomux batch (one secret-stream
+        # frame), as Node does when it answers a batch
+        self.cork_writes = cork_writes
+        self._corked = False
+        self._tick_sent = False
         self.mux = Mux(pair=self._pair)
         self.closed = False
         self.error: BaseException | None = None
@@ -90,9 +96,27 @@ class Session:
         self._start()
 
     def send(self, channel: Any, type_: int, payload: bytes) -> bool:
+        if self.cork_writes and not self.closed:
+            if not self._tick_sent:  # the first message of this iteration goes out at once
+                self._tick_sent = True
+                asyncio.get_running_loop().call_soon(self._end_tick)
+            elif not self._corked:  # later ones wait for the end of the iteration, in one batch
+                self._corked = True
+                self.mux.cork()
         ok = self.mux.send(channel, type_, payload)
         self.flush()
         return ok
+
+    def _end_tick(self) -> None:
+        self._tick_sent = False
+        self.uncork()
+
+    def uncork(self) -> None:
+        """Send the batch collected since the first send of this loop iteration."""
+        if self._corked:
+            self._corked = False
+            self.mux.uncork()
+            self.flush()
 
     def close_channel(self, channel: Any) -> None:
         self.mux.close(channel)
@@ -118,6 +142,10 @@ class Session:
                 handler.on_close(ev.remote)
 
     async def drain(self) -> None:
+        """Wait while the connection's send buffer is full. A batch that has grown
+        large is written first so that the wait covers it."""
+        if self._corked and self.mux.batch_bytes > 64 * 1024:
+            self.uncork()
         if not self.closed:
             await self.conn.drain()
 
@@ -154,6 +182,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self._corked = False
         if _by_id.get(id(self.conn)) is self:
             del _by_id[id(self.conn)]
         self.mux.shutdown()

@@ -152,7 +152,8 @@ async def main(args) -> None:
             b = base.get(r["inflight"])
             rr = f"{r['rps'] / b['rps']:.2f}" if b else "-"
             pr = f"{r['p50_ms'] / b['p50_ms']:.2f}" if b else "-"
-            print(f"{name:16} {r['inflight']:>8} {r['rps']:>9.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {rr:>11} {pr:>9}")
+            print(f"{name:16} {r['inflight']:>8} {r['rps']:>9.0f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}"
+                  f" {rr:>11} {pr:>9}")
     if not dht_pairs_available():
         print("py-node/dht, py-py/dht: not run (mesh.connect not available yet)")
     if args.json:

@@ -98,7 +98,8 @@ async def test_python_client_calls_node_server(node_server):
     dht = await python_dht(bootstrap)
     client = RpcClient(lambda pk: connect(dht, pk))
     try:
-        assert await client.request(key, "echo", b"hello from python", encoding="raw", timeout=15) == b"hello from python"
+        hello = b"hello from python"
+        assert await client.request(key, "echo", hello, encoding="raw", timeout=15) == hello
         assert await client.request(key, "echo", b"", encoding="raw", timeout=15) is None
         assert await client.request(key, "jecho", {"a": [1, 2]}, encoding="json", timeout=15) == {
             "echo": {"a": [1, 2]}, "from": "node"}
