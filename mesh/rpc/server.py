@@ -1,0 +1,64 @@
+"""RpcServer: a method table served on any number of secure connections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import codec
+from .channel import Handler, Responder, RpcChannel
+from .config import RpcConfig
+from .errors import DuplicateChannelError
+from .messages import PROTOCOL
+from .session import Connection, session_for
+
+
+class RpcServer:
+    """Like @hyperswarm/rpc's Server: respond()/unrespond() apply to every current
+    and future connection; attach(conn) serves on a connection whose local public
+    key is the server's key (the channel id, as in @hyperswarm/rpc)."""
+
+    def __init__(self, config: RpcConfig | None = None, *, capability: bytes | None = None):
+        self.config = config or RpcConfig()
+        self.capability = capability
+        self.responders: dict[str, Responder] = {}
+        self.channels: set[RpcChannel] = set()
+
+    def respond(self, method: str, handler: Handler, *, encoding: str | codec.Encoding | None = None,
+                inband_errors: bool = False) -> RpcServer:
+        """Serve `method` with `handler(value)` (sync or async; its return value is the response).
+
+        encoding: "msgpack" (default), "json", "raw", "bare" or a codec.Encoding.
+        inband_errors: hp-svc-facs-net convention for JSON methods: a failure is
+        answered with the JSON string "[HRPC_ERR]=message" instead of REQUEST_ERROR.
+        """
+        enc = codec.get(encoding or self.config.default_encoding)
+        self.responders[method] = Responder(handler, enc, inband_errors)
+        return self
+
+    def unrespond(self, method: str) -> RpcServer:
+        self.responders.pop(method, None)
+        return self
+
+    def attach(self, conn: Connection, *, id: bytes | None = None) -> RpcChannel:  # noqa: A002
+        """Serve this server's methods on `conn`; returns the channel (await
+        channel.closed to learn when it ends). A peer that closes and reopens
+        its channel is served again."""
+        session = session_for(conn)
+        channel_id = id if id is not None else conn.public_key
+
+        def reopen(_id: bytes | None, _handshake: bytes) -> None:
+            try:
+                self._open(session, channel_id)
+            except DuplicateChannelError:
+                pass  # ours is still open: protomux rejects the second open
+
+
+
+        session.on_remote_open(PROTOCOL, channel_id, reopen)
+        return self._open(session, channel_id)
+
+    def _open(self, session: Any, channel_id: bytes) -> RpcChannel:
+        ch = RpcChannel(session, channel_id, self.responders, self.config, self.capability)
+        self.channels.add(ch)
+        ch.closed.add_done_callback(lambda _f: self.channels.discard(ch))
+        return ch

@@ -1,0 +1,191 @@
+"""The asyncio driver of one connection's protomux: reads messages, writes output.
+
+A Session owns reading its connection (`async for message in conn`); every
+protocol on that connection registers through it. `session_for(conn)` returns
+the connection's one Session. A protomux rule break destroys the connection
+with the ProtocolError, as protomux does; the end of the connection closes
+every channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..errors import ClosedError, DecodeError
+from .mux import ChannelClosed, ChannelMessage, ChannelOpened, Mux
+
+log = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    """What the RPC layer needs from a secure connection (see HELPERS.md)."""
+
+    remote_public_key: bytes
+    public_key: bytes
+    handshake_hash: bytes
+    is_initiator: bool
+
+    def write(self, message: bytes) -> Any: ...
+    async def drain(self) -> None: ...
+    def __aiter__(self) -> Any: ...
+    def destroy(self, exc: BaseException | None = None) -> None: ...
+
+
+class ChannelHandler(Protocol):
+    """What a Session calls on the object in a channel's user_data."""
+
+    def on_open(self) -> None: ...
+    def on_message(self, type_: int, payload: memoryview) -> None: ...
+    def on_close(self, remote: bool) -> None: ...
+
+
+_sessions: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
+_by_id: dict[int, Session] = {}  # for connection objects that cannot be weakly referenced
+
+
+def session_for(conn: Connection) -> Session:
+    """The Session of `conn`, created on first use."""
+    try:
+        s = _sessions.get(conn)
+        if s is None:
+            s = _sessions[conn] = Session(conn)
+        return s
+    except TypeError:
+        s = _by_id.get(id(conn))
+        if s is None or s.conn is not conn:
+            s = _by_id[id(conn)] = Session(conn)
+        return s
+
+
+class Session:
+    def __init__(self, conn: Connection, cork_writes: bool = True):
+        self.conn = conn
+        # after the first message of an event-loop iteration, the rest of that
+        # iteration's messages go out as one protomux batch (one secret-stream
+        # frame), as Node does when it answers a batch
+        self.cork_writes = cork_writes
+        self._corked = False
+        self._tick_sent = False
+        self.mux = Mux(pair=self._pair)
+        self.closed = False
+        self.error: BaseException | None = None
+        # (protocol, id or None) -> fn(id, handshake) that opens a channel for a remote open
+        self._factories: dict[tuple[str, bytes | None], Callable[[bytes | None, bytes], None]] = {}
+        self._reader: asyncio.Task | None = None
+
+    # ------------------------------------------------------------ API for protocols
+
+    def open_channel(self, protocol: str, id: bytes | None, handshake: bytes, handler: ChannelHandler):  # noqa: A002
+        """Open a channel whose events go to `handler`; starts reading the connection."""
+        if self.closed:
+            raise ClosedError("connection closed")
+        ch = self.mux.open_channel(protocol, id, handshake, user_data=handler)
+        self.flush()
+        self._start()
+        return ch
+
+    def on_remote_open(self, protocol: str, id: bytes | None,  # noqa: A002
+                       factory: Callable[[bytes | None, bytes], None]) -> None:
+        """Call `factory(id, handshake)` for an unpaired remote open of `protocol`
+        (and `id`, or any id when None); it may open a matching channel."""
+        self._factories[(protocol, id)] = factory
+        self._start()
+
+    def send(self, channel: Any, type_: int, payload: bytes) -> bool:
+        if self.cork_writes and not self.closed:
+            if not self._tick_sent:  # the first message of this iteration goes out at once
+                self._tick_sent = True
+                asyncio.get_running_loop().call_soon(self._end_tick)
+            elif not self._corked:  # later ones wait for the end of the iteration, in one batch
+                self._corked = True
+                self.mux.cork()
+        ok = self.mux.send(channel, type_, payload)
+        self.flush()
+        return ok
+
+    def _end_tick(self) -> None:
+        self._tick_sent = False
+        self.uncork()
+
+    def uncork(self) -> None:
+        """Send the batch collected since the first send of this loop iteration."""
+        if self._corked:
+            self._corked = False
+            self.mux.uncork()
+            self.flush()
+
+    def close_channel(self, channel: Any) -> None:
+        self.mux.close(channel)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what the mux produced, then hand its events to the channel handlers."""
+        out = self.mux.data_to_send()
+        if out and not self.closed:
+            for message in out:
+                try:
+                    self.conn.write(message)
+                except (ClosedError, ConnectionError, OSError) as e:
+                    self._fail(e)
+                    break
+        for ev in self.mux.events():
+            handler = ev.channel.user_data
+            if type(ev) is ChannelMessage:
+                handler.on_message(ev.type, ev.payload)
+            elif type(ev) is ChannelOpened:
+                handler.on_open()
+            elif type(ev) is ChannelClosed:
+                handler.on_close(ev.remote)
+
+    async def drain(self) -> None:
+        """Wait while the connection's send buffer is full. A batch that has grown
+        large is written first so that the wait covers it."""
+        if self._corked and self.mux.batch_bytes > 64 * 1024:
+            self.uncork()
+        if not self.closed:
+            await self.conn.drain()
+
+    # ------------------------------------------------------------ reading
+
+    def _pair(self, protocol: str, id: bytes | None, handshake: bytes) -> None:  # noqa: A002
+        factory = self._factories.get((protocol, id)) or self._factories.get((protocol, None))
+        if factory is not None:
+            factory(id, handshake)
+
+    def _start(self) -> None:
+        if self._reader is None and not self.closed:
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.conn:
+                self.mux.receive(message)
+                self.flush()
+        except DecodeError as e:  # ProtocolError is a DecodeError: fatal, as in protomux
+            log.debug("protomux error, destroying connection: %s", e)
+            self.error = e
+            self.conn.destroy(e)
+        except (ClosedError, ConnectionError, OSError) as e:
+            self.error = e
+        finally:
+            self._shutdown()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._corked = False
+        if _by_id.get(id(self.conn)) is self:
+            del _by_id[id(self.conn)]
+        self.mux.shutdown()
+        self.flush()
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()

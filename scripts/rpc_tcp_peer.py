@@ -1,0 +1,91 @@
+"""Python side of the RPC codec check against real @hyperswarm/rpc (tests/interop/node/rpc-tcp-check.js).
+
+CODEC CHECK: mesh.rpc runs over tests/interop/rpc_tcp_adapter.py (Noise IK +
+secret-stream on a TCP connection), not over HyperDHT + UDX.
+
+  python scripts/rpc_tcp_peer.py serve SEEDHEX          print {"port", "publicKey"}, serve until killed
+  python scripts/rpc_tcp_peer.py call PORT SERVERPKHEX  call a Node server, print one JSON line of results
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mesh import crypto  # noqa: E402
+from mesh.rpc import RpcError, RpcPeer, RpcServer  # noqa: E402
+from tests.interop.rpc_tcp_adapter import tcp_connect, tcp_serve  # noqa: E402
+
+
+def out(obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class Nope(Exception):
+    code = "E_NOPE"
+
+
+def python_server() -> RpcServer:
+    events: list[str] = []
+    server = RpcServer()
+    server.respond("echo", lambda b: b, encoding="raw")
+    server.respond("jecho", lambda d: {"echo": d, "from": "python"}, encoding="json", inband_errors=True)
+    server.respond("mecho", lambda d: {"echo": d, "from": "python"}, encoding="msgpack")
+
+    def fail(_b):
+        raise Nope("python says no")
+
+    async def slow(b):
+        await asyncio.sleep(1.5)
+        return b
+
+    server.respond("fail", fail, encoding="raw")
+    server.respond("slow", slow, encoding="raw")
+    server.respond("note", lambda b: events.append((b or b"").decode()), encoding="raw")
+    server.respond("events", lambda _b: events, encoding="json")
+    return server
+
+
+async def serve(seed_hex: str) -> None:
+    kp = crypto.keypair(bytes.fromhex(seed_hex))
+    server = python_server()
+    tcp = await tcp_serve(kp, server.attach)
+    out({"port": tcp.sockets[0].getsockname()[1], "publicKey": kp.public_key.hex()})
+    async with tcp:
+        await tcp.serve_forever()
+
+
+async def call(port: str, server_pk_hex: str) -> None:
+    conn = await tcp_connect(int(port), bytes.fromhex(server_pk_hex), crypto.keypair())
+    peer = RpcPeer(conn)
+    res: dict = {}
+    res["echo"] = (await peer.request("echo", b"hello from python", encoding="raw", timeout=5)).decode()
+    res["empty"] = repr(await peer.request("echo", b"", encoding="raw", timeout=5))
+    res["jecho"] = await peer.request("jecho", {"a": [1, 2]}, encoding="json", timeout=5)
+    m = await peer.request("mecho", {"n": 42, "bin": b"\x01\x02"}, encoding="msgpack", timeout=5)
+    res["mecho"] = {"echo": {"n": m["echo"]["n"], "bin": m["echo"]["bin"].hex()}, "from": m["from"]}
+    for name, method, timeout in [("unknown", "nope", 5), ("fail", "fail", 5), ("timeout", "slow", 0.3)]:
+        try:
+            await peer.request(method, b"x", encoding="raw", timeout=timeout)
+            res[name] = "resolved?!"
+        except RpcError as e:
+            res[name] = {"code": e.code, "message": e.message, "wire_code": getattr(e, "wire_code", None),
+                         "cause_code": getattr(e, "cause_code", None)}
+    peer.event("note", b"event from python", encoding="raw")
+    res["events"] = await peer.request("events", None, encoding="json", timeout=5)
+    big = os.urandom(1_000_000)
+    res["big"] = (await peer.request("echo", big, encoding="raw", timeout=10)) == big
+    conn.destroy()
+    out(res)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        asyncio.run(serve(sys.argv[2]))
+    else:
+        asyncio.run(call(sys.argv[2], sys.argv[3]))
