@@ -1,0 +1,193 @@
+"""The aiohttp application: state, middlewares (errors, metrics, auth, limits, deadlines).
+
+`create_app(config, directory, keys)` builds it; routes come from `routes.py` and
+`kserve.py`, each declaring the scope it needs (PUBLIC: no key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from mesh.topics import topic_key
+
+from .auth import KeyStore, require
+from .catalogue import Catalogue
+from .config import GatewayConfig
+from .directory import WorkerDirectory
+from .dispatch import Dispatcher
+from .errors import (DeadlineExceeded, GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge,
+                     RateLimited, error_body, http_status)
+from .limits import RateLimiter, retry_after_header
+from .metrics import Metrics
+
+PUBLIC = "public"   # route scope: no key needed
+ANY = None          # route scope: any valid key
+
+
+@dataclass
+class Gateway:
+    config: GatewayConfig
+    directory: WorkerDirectory
+    keys: KeyStore
+    dispatcher: Dispatcher
+    catalogue: Catalogue
+    limiter: RateLimiter
+    metrics: Metrics
+    started: float = field(default_factory=time.time)
+    tasks: list = field(default_factory=list)
+    scopes: dict = field(default_factory=dict)   # handler -> scope
+
+    def topic_hex(self, service: str) -> str:
+        return topic_key(self.config.namespace, service).hex()
+
+    def workers_by_state(self):
+        now = self.dispatcher.now() if _loop_running() else 0.0
+        for service in self.directory.services():
+            counts: dict[str, int] = {}
+            for w in self.directory.workers(service):
+                state = self.dispatcher.health.get(w.id).state(now)
+                counts[state] = counts.get(state, 0) + 1
+            for state in ("healthy", "suspect", "probation", "quarantined"):
+                yield service, state, counts.get(state, 0)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def gateway_of(request: web.Request) -> Gateway:
+    return request.app[GATEWAY]
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info
+    if info.http_exception is not None or info.route.resource is None:
+        return "unmatched"
+    return info.route.resource.canonical
+
+
+def _error_response(request: web.Request, error: GatewayError) -> web.Response:
+    status = http_status(error)
+    if request.path.startswith("/v2/"):
+        body = {"error": error.message}       # KServe v2 error shape
+    else:
+        body = error_body(error)
+    headers = {}
+    if isinstance(error, RateLimited):
+        headers["Retry-After"] = retry_after_header(error.retry_after)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="inference-mesh"'
+    return web.json_response(body, status=status, headers=headers)
+
+
+_HTTP_ERRORS = {404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge}
+
+
+@web.middleware
+async def errors_and_metrics(request: web.Request, handler):
+    gw = gateway_of(request)
+    start = time.perf_counter()
+    route = _route_name(request)
+    try:
+        response = await handler(request)
+    except GatewayError as e:
+        gw.metrics.error(e.kind)
+        response = _error_response(request, e)
+    except web.HTTPException as e:
+        if e.status not in _HTTP_ERRORS:
+            raise
+        error = _HTTP_ERRORS[e.status](e.reason if e.status != 413 else
+                                       f"body is larger than the limit of {gw.config.max_body_bytes} bytes")
+        gw.metrics.error(error.kind)
+        response = _error_response(request, error)
+    gw.metrics.observe(route, request.method, response.status, time.perf_counter() - start)
+    return response
+
+
+def api_key_of(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("X-API-Key")
+
+
+@web.middleware
+async def auth_limits_deadline(request: web.Request, handler):
+    gw = gateway_of(request)
+    if request.match_info.http_exception is not None:
+        return await handler(request)
+    scope = gw.scopes.get(request.match_info.handler, ANY)
+    if scope != PUBLIC:
+        key = gw.keys.authenticate(api_key_of(request))
+        require(key, scope)
+        loop = asyncio.get_running_loop()
+        wait = gw.limiter.take(key.id, key.rate if key.rate is not None else gw.config.rate,
+                               key.burst if key.burst is not None else gw.config.burst, loop.time())
+        if wait > 0:
+            raise RateLimited(f"rate limit of key {key.id!r} exceeded; retry in {wait:.2f}s", retry_after=wait)
+        request["api_key"] = key
+    timeout = gw.config.request_timeout_s
+    request["deadline"] = asyncio.get_running_loop().time() + timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await handler(request)
+    except TimeoutError:
+        raise DeadlineExceeded(f"request took longer than its deadline of {timeout}s") from None
+
+
+async def _prune_buckets(gw: Gateway) -> None:
+    while True:
+        await asyncio.sleep(max(gw.config.bucket_idle_s / 4, 0.05))
+        gw.limiter.prune(asyncio.get_running_loop().time())
+
+
+async def _on_startup(app: web.Application) -> None:
+    gw = app[GATEWAY]
+    await gw.directory.start()
+    for service in (*gw.config.models, gw.config.model_manager):
+        await gw.directory.watch(service)
+    gw.tasks += [asyncio.create_task(gw.dispatcher.run_pings()), asyncio.create_task(_prune_buckets(gw))]
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    gw = app[GATEWAY]
+    for task in gw.tasks:
+        task.cancel()
+    for task in gw.tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await gw.directory.close()
+
+
+def create_app(config: GatewayConfig, directory: WorkerDirectory, keys: KeyStore) -> web.Application:
+    """The gateway app over `directory`, authenticating with `keys`."""
+    from . import kserve, routes   # late: they import this module's helpers
+
+    if config.api_key:
+        keys.add_static(config.api_key)
+    dispatcher = Dispatcher(directory, config)
+    gw = Gateway(config, directory, keys, dispatcher, Catalogue(dispatcher), RateLimiter(config.bucket_idle_s),
+                 metrics=None)  # type: ignore[arg-type]
+    gw.metrics = Metrics(gw.workers_by_state)
+    app = web.Application(middlewares=[errors_and_metrics, auth_limits_deadline],
+                          client_max_size=config.max_body_bytes)
+    app[GATEWAY] = gw
+    for module in (routes, kserve):
+        for method, path, handler, scope in module.ROUTES:
+            app.router.add_route(method, path, handler)
+            gw.scopes[handler] = scope
+    app.on_startup.append(_on_startup)
+    app.on_cleanup.append(_on_cleanup)
+    return app
