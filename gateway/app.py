@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from aiohttp import web
 
 from mesh.topics import topic_key
 
-from .auth import KeyStore, require
+from .auth import ApiKey, KeyStore, require
 from .catalogue import Catalogue
 from .config import GatewayConfig
 from .directory import WorkerDirectory
@@ -41,6 +42,10 @@ class Gateway:
     started: float = field(default_factory=time.time)
     tasks: list = field(default_factory=list)
     scopes: dict = field(default_factory=dict)   # handler -> scope
+    clock: Callable[[], float] | None = None     # rate-limit clock; None: the loop's (tests step their own)
+
+    def now(self) -> float:
+        return self.clock() if self.clock is not None else asyncio.get_running_loop().time()
 
     def topic_hex(self, service: str) -> str:
         return topic_key(self.config.namespace, service).hex()
@@ -65,6 +70,8 @@ def _loop_running() -> bool:
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
+DEADLINE = web.RequestKey("deadline", float)      # loop time by which the request must be answered
+API_KEY = web.RequestKey("api_key", ApiKey)
 
 
 def gateway_of(request: web.Request) -> Gateway:
@@ -132,14 +139,13 @@ async def auth_limits_deadline(request: web.Request, handler):
     if scope != PUBLIC:
         key = gw.keys.authenticate(api_key_of(request))
         require(key, scope)
-        loop = asyncio.get_running_loop()
         wait = gw.limiter.take(key.id, key.rate if key.rate is not None else gw.config.rate,
-                               key.burst if key.burst is not None else gw.config.burst, loop.time())
+                               key.burst if key.burst is not None else gw.config.burst, gw.now())
         if wait > 0:
             raise RateLimited(f"rate limit of key {key.id!r} exceeded; retry in {wait:.2f}s", retry_after=wait)
-        request["api_key"] = key
+        request[API_KEY] = key
     timeout = gw.config.request_timeout_s
-    request["deadline"] = asyncio.get_running_loop().time() + timeout
+    request[DEADLINE] = asyncio.get_running_loop().time() + timeout
     try:
         async with asyncio.timeout(timeout):
             return await handler(request)
@@ -150,7 +156,7 @@ async def auth_limits_deadline(request: web.Request, handler):
 async def _prune_buckets(gw: Gateway) -> None:
     while True:
         await asyncio.sleep(max(gw.config.bucket_idle_s / 4, 0.05))
-        gw.limiter.prune(asyncio.get_running_loop().time())
+        gw.limiter.prune(gw.now())
 
 
 async def _on_startup(app: web.Application) -> None:
@@ -181,6 +187,7 @@ def create_app(config: GatewayConfig, directory: WorkerDirectory, keys: KeyStore
     gw = Gateway(config, directory, keys, dispatcher, Catalogue(dispatcher), RateLimiter(config.bucket_idle_s),
                  metrics=None)  # type: ignore[arg-type]
     gw.metrics = Metrics(gw.workers_by_state)
+    dispatcher.on_retry = gw.metrics.retries.inc
     app = web.Application(middlewares=[errors_and_metrics, auth_limits_deadline],
                           client_max_size=config.max_body_bytes)
     app[GATEWAY] = gw

@@ -9,7 +9,7 @@ worker did not start the request (unreachable, or BUSY), retries once on another
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
 
 from .balancer import Balancer
 from .config import GatewayConfig
@@ -28,6 +28,7 @@ class Dispatcher:
         self.health = health or HealthTracker(config.failure_threshold, config.quarantine_base_s,
                                               config.quarantine_max_s)
         self.retries = 0
+        self.on_retry: Callable[[], object] = lambda: None
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -76,6 +77,7 @@ class Dispatcher:
                     self.health.failure(worker.id, self.now(), e.message)
                 if attempt == 0:
                     self.retries += 1
+                    self.on_retry()
                 continue
             except DeadlineExceeded as e:
                 self.health.failure(worker.id, self.now(), e.message)

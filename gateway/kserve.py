@@ -8,7 +8,7 @@ import numpy as np
 from aiohttp import web
 
 from . import __version__
-from .app import ANY, PUBLIC, gateway_of
+from .app import ANY, DEADLINE, PUBLIC, gateway_of
 from .bodies import read_json
 from .catalogue import check_model_id
 from .errors import InvalidTensor, ModelNotReady, NoWorkers, WorkerFailed
@@ -76,7 +76,7 @@ async def server_metadata(request: web.Request) -> web.Response:
 async def model_metadata(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     name = check_model_id(request.match_info["name"])
-    sig = await gw.catalogue.require_signature(name, request["deadline"])
+    sig = await gw.catalogue.require_signature(name, request[DEADLINE])
     version = sig.get("version")
     return web.json_response({"name": name, "versions": [str(version)] if version is not None else [],
                               "platform": sig.get("platform", "onnxruntime_onnx"),
@@ -87,7 +87,7 @@ async def model_ready(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     name = check_model_id(request.match_info["name"])
     try:
-        await gw.dispatcher.candidates(name, request["deadline"])
+        await gw.dispatcher.candidates(name, request[DEADLINE])
     except NoWorkers as e:
         raise ModelNotReady(f"model {name!r} is not ready: {e.message}") from None
     return web.json_response({"name": name, "ready": True})
@@ -96,7 +96,7 @@ async def model_ready(request: web.Request) -> web.Response:
 async def infer(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     name = check_model_id(request.match_info["name"])
-    deadline = request["deadline"]
+    deadline = request[DEADLINE]
     body = await read_json(request, gw.config.max_body_bytes)
     inputs, wanted = decode_inputs(body)
     try:

@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 
 from . import __version__
-from .app import ANY, PUBLIC, gateway_of
+from .app import ANY, DEADLINE, PUBLIC, gateway_of
 from .bodies import check_length, outputs_response, read_inputs
 from .catalogue import check_model_id
 from .errors import BadRequest, UnsupportedMediaType, WorkerFailed
@@ -50,7 +50,7 @@ async def _signature_or_none(gw, model: str, deadline: float) -> dict | None:
 async def infer(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     model = check_model_id(request.match_info["modelId"])
-    deadline = request["deadline"]
+    deadline = request[DEADLINE]
     signature = await _signature_or_none(gw, model, deadline)
     inputs = await read_inputs(request, gw.config.max_body_bytes, signature)
     validate(model, inputs, signature)
@@ -61,19 +61,19 @@ async def infer(request: web.Request) -> web.Response:
 
 async def list_models(request: web.Request) -> web.Response:
     gw = gateway_of(request)
-    return web.json_response(await gw.catalogue.list(request["deadline"]))
+    return web.json_response(await gw.catalogue.list(request[DEADLINE]))
 
 
 async def get_model(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     model = check_model_id(request.match_info["modelId"])
-    return web.json_response(await gw.catalogue.get(model, request.query.get("version"), request["deadline"]))
+    return web.json_response(await gw.catalogue.get(model, request.query.get("version"), request[DEADLINE]))
 
 
 async def delete_model(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     model = check_model_id(request.match_info["modelId"])
-    return web.json_response(await gw.catalogue.delete(model, request.query.get("version"), request["deadline"]))
+    return web.json_response(await gw.catalogue.delete(model, request.query.get("version"), request[DEADLINE]))
 
 
 async def upload_model(request: web.Request) -> web.Response:
@@ -98,7 +98,7 @@ async def upload_model(request: web.Request) -> web.Response:
     check_length(request, gw.config.max_model_bytes)
     chunks = request.content.iter_chunked(gw.config.upload_chunk_bytes)
     record = await gw.catalogue.upload(model, version, metadata, chunks, request.content_length, checksum,
-                                       request["deadline"])
+                                       request[DEADLINE])
     return web.json_response(record, status=201)
 
 
