@@ -72,7 +72,7 @@ class KeyStore:
         self.cache_s = cache_s
         self._clock = clock
         self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA journal_mode=WAL").fetchall()  # finish every statement: an open one pins a stale snapshot
         self._db.execute(_SCHEMA)
         self._cache: dict[str, tuple[float, tuple[bytes, ApiKey]]] = {}
         self._extra: dict[bytes, ApiKey] = {}
@@ -126,10 +126,13 @@ class KeyStore:
         if cached is not None and now - cached[0] < self.cache_s:
             stored, record = cached[1]
         else:
-            row = self._db.execute("SELECT hash,id,name,scopes,rate,burst,created,revoked FROM api_keys WHERE id=?",
-                                   (key_id,)).fetchone()
-            if row is None:
+            # fetchall, not fetchone: an unfinished cursor keeps a read snapshot open and
+            # would hide revocations made by other processes
+            rows = self._db.execute("SELECT hash,id,name,scopes,rate,burst,created,revoked FROM api_keys WHERE id=?",
+                                    (key_id,)).fetchall()
+            if not rows:
                 raise Unauthorized("invalid API key")
+            row = rows[0]
             stored, record = bytes(row[0]), self._record(row[1:])
             self._cache[key_id] = (now, (stored, record))
         if not hmac.compare_digest(d, stored):
