@@ -65,7 +65,8 @@ def outputs_response(request: web.Request, model: str, reply: object, worker: st
         (name, arr), = arrays.items()
         arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
         return web.Response(body=arr.tobytes(), content_type=tensors.OCTET_STREAM, headers={
-            "X-Tensor-Name": name, "X-Tensor-Shape": ",".join(map(str, arr.shape)), "X-Tensor-Dtype": arr.dtype.name})
+            "X-Tensor-Name": name, "X-Tensor-Shape": ",".join(map(str, arr.shape)),
+            "X-Tensor-Dtype": tensors.dtype_name(arr.dtype)})
     body = {"model": model, "version": reply.get("version"), "worker": worker,
             "outputs": {k: tensors.to_json(a) for k, a in arrays.items()}}
     return web.json_response(body)

@@ -12,7 +12,7 @@ from .app import ANY, DEADLINE, PUBLIC, gateway_of
 from .bodies import read_json
 from .catalogue import check_model_id
 from .errors import InvalidTensor, ModelNotReady, NoWorkers, WorkerFailed
-from .tensors import check_shape, validate
+from .tensors import check_shape, dtype_name, validate
 
 # Open Inference Protocol datatype <-> numpy dtype name
 TO_NUMPY = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
@@ -116,7 +116,7 @@ async def infer(request: web.Request) -> web.Response:
     result = []
     for k, v in outputs.items():
         arr = np.asarray(v)
-        result.append({"name": k, "shape": list(arr.shape), "datatype": _datatype(arr.dtype.name),
+        result.append({"name": k, "shape": list(arr.shape), "datatype": _datatype(dtype_name(arr.dtype)),
                        "data": arr.ravel().tolist()})
     out = {"model_name": name, "model_version": str(reply.get("version") or ""), "outputs": result}
     if isinstance(body, dict) and "id" in body:

@@ -35,13 +35,21 @@ class Metrics:
         self.errors = Counter("gateway_errors", "Errors by kind", ["kind"], registry=self.registry)
         self.retries = Counter("gateway_retries", "Requests moved to another worker", registry=self.registry)
         self.registry.register(_WorkersCollector(workers_source))
+        self._children: dict = {}   # labels() takes a lock and builds a tuple: cache the children
+
+    def _child(self, metric, *labels):
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        self._child(self.requests, route, method, str(status)).inc()
+        self._child(self.latency, route).observe(seconds)
 
     def error(self, kind: str) -> None:
-        self.errors.labels(kind).inc()
+        self._child(self.errors, kind).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
