@@ -63,7 +63,7 @@ def outputs_response(request: web.Request, model: str, reply: object, worker: st
         return web.Response(body=tensors.encode_multi(arrays), content_type=tensors.MESH_TENSORS)
     if tensors.OCTET_STREAM in accept and len(arrays) == 1:
         (name, arr), = arrays.items()
-        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        arr = tensors.little_endian(arr)
         return web.Response(body=arr.tobytes(), content_type=tensors.OCTET_STREAM, headers={
             "X-Tensor-Name": name, "X-Tensor-Shape": ",".join(map(str, arr.shape)),
             "X-Tensor-Dtype": tensors.dtype_name(arr.dtype)})

@@ -16,7 +16,8 @@ import re
 from typing import Any, AsyncIterator
 
 from .dispatch import Dispatcher
-from .errors import ChecksumMismatch, GatewayError, InvalidTensor, ModelNotFound, PayloadTooLarge, BadRequest
+from .errors import (BadRequest, ChecksumMismatch, GatewayError, InvalidTensor, ModelNotFound, NoWorkers,
+                     PayloadTooLarge)
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SIGNATURE_TTL_S = 10.0
@@ -36,10 +37,18 @@ class Catalogue:
 
     async def _manager(self, deadline: float):
         service = self.config.model_manager
-        pool = await self.dispatcher.candidates(service, deadline)
+        pool = await self._managers(deadline)
         return self.dispatcher.balancer.pick(service, "least-connections", pool)
 
+    async def _managers(self, deadline: float) -> list:
+        try:
+            return await self.dispatcher.candidates(self.config.model_manager, deadline)
+        except ModelNotFound:
+            # no manager is a service outage (503), not an unknown model (404)
+            raise NoWorkers(f"no model manager found on topic {self.config.model_manager!r}") from None
+
     async def _call(self, method: str, value: Any, deadline: float) -> Any:
+        await self._managers(deadline)
         reply, _ = await self.dispatcher.call(self.config.model_manager, method, value, deadline)
         return reply
 

@@ -7,9 +7,8 @@ Every option has a CLI flag and an environment variable (`MESH_...`); the flag w
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 STRATEGIES = ("round-robin", "least-connections", "weighted", "random", "power-of-two")
@@ -141,9 +140,3 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
         parser.error(f"--strategy must be one of {STRATEGIES}")
     return config
 
-
-def replace(config: GatewayConfig, **changes) -> GatewayConfig:
-    return dataclasses.replace(config, **changes)
-
-
-__all__ = ["GatewayConfig", "STRATEGIES", "build_parser", "from_args", "replace", "field"]

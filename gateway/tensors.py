@@ -130,10 +130,17 @@ def decode_multi(body: bytes) -> dict[str, np.ndarray]:
     return out
 
 
+def little_endian(arr) -> np.ndarray:
+    """`arr` as little-endian (tobytes() then gives C-order bytes; 0-d arrays stay 0-d)."""
+    arr = np.asarray(arr)
+    return arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+
+
 def encode_multi(tensors: Mapping[str, np.ndarray]) -> bytes:
     """An application/x-mesh-tensors body of `tensors`."""
-    arrays = {k: np.ascontiguousarray(v, dtype=np.asarray(v).dtype.newbyteorder("<")) for k, v in tensors.items()}
-    header = json.dumps({"tensors": [{"name": k, "shape": list(a.shape), "dtype": a.dtype.name} for k, a in arrays.items()]}).encode()
+    arrays = {k: little_endian(v) for k, v in tensors.items()}
+    header = json.dumps({"tensors": [{"name": k, "shape": list(a.shape), "dtype": dtype_name(a.dtype)}
+                                     for k, a in arrays.items()]}).encode()
     return b"".join([struct.pack(">I", len(header)), header, *(a.tobytes() for a in arrays.values())])
 
 

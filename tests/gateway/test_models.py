@@ -65,3 +65,13 @@ async def test_upload_bad_requests(client, keys, store):
     r = await client.post("/api/v1/models?id=a", data=b"x", headers={
         **w, "Content-Type": "application/octet-stream", "X-Model-Metadata": "{"})
     assert r.status == 400 and "X-Model-Metadata" in await r.text()
+
+
+async def test_no_model_manager_is_503(config, directory, keystore, keys, workers):
+    from .conftest import start_gateway
+    c = await start_gateway(config, directory, keystore)
+    try:
+        r = await c.get("/api/v1/models", headers=auth(keys["read"]))
+        assert r.status == 503 and "no model manager" in (await r.json())["error"]["message"]
+    finally:
+        await c.close()

@@ -214,3 +214,14 @@ async def test_openapi_matches_router(client, keys):
         routes.setdefault(route.resource.canonical, set()).add(route.method.lower())
     documented = {path: set(ops) for path, ops in spec["paths"].items()}
     assert documented == routes
+
+
+async def test_env_api_key_has_every_scope(config, directory, keystore, workers, store):
+    from .conftest import replace, start_gateway
+    c = await start_gateway(replace(config, api_key="env-key-" + "z" * 40), directory, keystore)
+    try:
+        for path in ("/api/v1/status", "/api/v1/models", "/metrics"):
+            assert (await c.get(path, headers={"X-API-Key": "env-key-" + "z" * 40})).status == 200
+        assert (await c.get("/api/v1/status", headers={"X-API-Key": "env-key-wrong"})).status == 401
+    finally:
+        await c.close()
