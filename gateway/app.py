@@ -21,7 +21,7 @@ from .catalogue import Catalogue
 from .config import GatewayConfig
 from .directory import WorkerDirectory
 from .dispatch import Dispatcher
-from .errors import (DeadlineExceeded, GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge,
+from .errors import (BadRequest, DeadlineExceeded, GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge,
                      RateLimited, error_body, http_status)
 from .limits import RateLimiter, retry_after_header
 from .metrics import Metrics
@@ -130,6 +130,20 @@ def api_key_of(request: web.Request) -> str | None:
     return request.headers.get("X-API-Key")
 
 
+def request_timeout(request: web.Request, limit: float) -> float:
+    """The request's deadline in seconds: X-Request-Timeout if given and shorter, else `limit`."""
+    text = request.headers.get("X-Request-Timeout")
+    if text is None:
+        return limit
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise BadRequest(f"X-Request-Timeout must be a positive number of seconds, got {text!r}")
+    return min(value, limit)
+
+
 @web.middleware
 async def auth_limits_deadline(request: web.Request, handler):
     gw = gateway_of(request)
@@ -144,7 +158,7 @@ async def auth_limits_deadline(request: web.Request, handler):
         if wait > 0:
             raise RateLimited(f"rate limit of key {key.id!r} exceeded; retry in {wait:.2f}s", retry_after=wait)
         request[API_KEY] = key
-    timeout = gw.config.request_timeout_s
+    timeout = request_timeout(request, gw.config.request_timeout_s)
     request[DEADLINE] = asyncio.get_running_loop().time() + timeout
     try:
         async with asyncio.timeout(timeout):

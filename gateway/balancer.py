@@ -43,6 +43,9 @@ class Balancer:
             self._stats[worker_id] = WorkerStats()
         return self._stats[worker_id]
 
+    def ids(self) -> set[str]:
+        return set(self._stats)
+
     def forget(self, worker_id: str) -> None:
         self._stats.pop(worker_id, None)
         for weights in self._wrr.values():

@@ -64,8 +64,10 @@ class LocalWorker:
         if handler is None:
             raise WorkerFailed(f"worker {self.id} has no method {method!r}", worker_code="UNKNOWN_METHOD")
         try:
-            return await asyncio.wait_for(handler(value), timeout)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the call in a new Task
+            async with asyncio.timeout(timeout):
+                return await handler(value)
+        except TimeoutError:
             raise DeadlineExceeded(f"worker {self.id} did not answer {method!r} within {timeout:.3f}s") from None
         except GatewayError:
             raise

@@ -15,7 +15,7 @@ from .balancer import Balancer
 from .config import GatewayConfig
 from .directory import WorkerDirectory, WorkerHandle, unique
 from .errors import (RETRYABLE, DeadlineExceeded, GatewayError, ModelNotFound, NoWorkers,
-                     WorkerBusy, WorkerUnavailable)
+                     WorkerBusy, WorkerFailed, WorkerUnavailable)
 from .health import HealthTracker
 
 
@@ -79,7 +79,8 @@ class Dispatcher:
                     self.retries += 1
                     self.on_retry()
                 continue
-            except DeadlineExceeded as e:
+            except (DeadlineExceeded, WorkerFailed) as e:
+                # the worker took the request and did not deliver: a health failure, not retried
                 self.health.failure(worker.id, self.now(), e.message)
                 raise
             finally:
@@ -105,10 +106,20 @@ class Dispatcher:
         return unique(w for s in self.directory.services() for w in self.directory.workers(s))
 
     async def ping_all(self) -> None:
-        """Ping every known worker that is not in quarantine, concurrently."""
+        """Ping every known worker that is not in quarantine, concurrently; forget departed ones."""
         now = self.now()
-        due = [w for w in self.all_workers() if self.health.available(w.id, now)]
+        workers = self.all_workers()
+        due = [w for w in workers if self.health.available(w.id, now)]
         await asyncio.gather(*(self.ping(w) for w in due))
+        self.forget_departed({w.id for w in workers})
+
+    def forget_departed(self, present: set[str]) -> None:
+        """Drop load and health records of workers that left (so churn does not grow them)."""
+        for worker_id in self.balancer.ids() - present:
+            if self.balancer.stats(worker_id).inflight == 0:
+                self.balancer.forget(worker_id)
+        for worker_id in self.health.ids() - present:
+            self.health.forget(worker_id)
 
     async def run_pings(self) -> None:
         while True:

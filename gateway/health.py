@@ -38,6 +38,9 @@ class HealthTracker:
             self._workers[worker_id] = WorkerHealth()
         return self._workers[worker_id]
 
+    def ids(self) -> set[str]:
+        return set(self._workers)
+
     def forget(self, worker_id: str) -> None:
         self._workers.pop(worker_id, None)
 

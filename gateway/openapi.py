@@ -13,7 +13,8 @@ def _op(summary: str, scope: str | None, ok: str = "200", request: dict | None =
     if scope == "public":
         op["security"] = []
     else:
-        op["description"] = f"Needs an API key{'' if scope is None else f' with scope {scope}'}."
+        op["description"] = (f"Needs an API key{'' if scope is None else f' with scope {scope}'}. "
+                             "X-Request-Timeout (seconds) may shorten the gateway's deadline.")
     if request:
         op["requestBody"] = {"required": True, "content": request}
     if params:

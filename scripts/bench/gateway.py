@@ -34,7 +34,6 @@ MODEL_ID = "mlp"
 
 
 def build_mlp(seed: int = 0) -> bytes:
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)

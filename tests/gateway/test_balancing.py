@@ -243,3 +243,24 @@ def test_unknown_strategy():
 async def _until(predicate):
     while not predicate():
         await asyncio.sleep(0)
+
+
+async def test_worker_failure_counts_against_health_and_is_not_retried():
+    d, ws = setup("round-robin", failure_threshold=1)
+
+    async def broken(value):
+        raise RuntimeError("onnxruntime fell over")
+    ws[0].methods["infer"] = broken
+    from gateway.errors import WorkerFailed
+    with pytest.raises(WorkerFailed, match="fell over"):
+        await d.call("m", "infer", {}, deadline())
+    assert d.health.get("w0").state(d.now()) == "quarantined" and d.retries == 0
+
+
+async def test_departed_workers_are_forgotten():
+    d, ws = setup("round-robin")
+    for _ in range(3):
+        await d.call("m", "infer", {}, deadline())
+    d.directory.remove("m", ws[0])
+    await d.ping_all()
+    assert d.balancer.ids() == {"w1", "w2"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -225,3 +224,17 @@ async def test_env_api_key_has_every_scope(config, directory, keystore, workers,
         assert (await c.get("/api/v1/status", headers={"X-API-Key": "env-key-wrong"})).status == 401
     finally:
         await c.close()
+
+
+async def test_client_can_shorten_the_deadline(client, keys, workers):
+    import asyncio
+    for w in workers:
+        w.gate = asyncio.Event()
+    r = await client.post("/api/v1/inference/linear", json=tensor_body(),
+                          headers={**auth(keys["infer"]), "X-Request-Timeout": "0.1"})
+    assert r.status == 504
+    r = await client.post("/api/v1/inference/linear", json=tensor_body(),
+                          headers={**auth(keys["infer"]), "X-Request-Timeout": "soon"})
+    assert r.status == 400 and "X-Request-Timeout" in await r.text()
+    for w in workers:
+        w.gate.set()
