@@ -29,7 +29,7 @@ from mesh.swarm import Swarm, SwarmConfig
 from mesh.topics import topic_key
 
 from .config import GatewayConfig
-from .errors import DeadlineExceeded, WorkerUnavailable, from_worker_code
+from .errors import DeadlineExceeded, GatewayError, WorkerUnavailable, from_worker_code
 
 
 class MeshWorker:
@@ -40,13 +40,14 @@ class MeshWorker:
         self.peer_info = peer_info
         self.id = bytes(peer_info.public_key).hex()
         self.rpc = RpcPeer(conn)
+        self.probed_topics: set[bytes] = set()   # topics of the models it says it serves
 
     @property
     def closed(self) -> bool:
         return self.conn.closed.done()
 
     def topics(self) -> set[bytes]:
-        return {bytes(t) for t in getattr(self.peer_info, "topics", ()) or ()}
+        return {bytes(t) for t in getattr(self.peer_info, "topics", ()) or ()} | self.probed_topics
 
     async def call(self, method: str, value: Any, timeout: float) -> Any:
         if self.closed:
@@ -75,6 +76,7 @@ class MeshWorkerDirectory:
         self._topics: dict[str, bytes] = {}          # service -> topic
         self._discoveries: dict[str, Any] = {}
         self._workers: dict[str, MeshWorker] = {}    # worker id -> handle
+        self._probes: dict[str, asyncio.Task] = {}
         self._changed = asyncio.Event()
 
     async def start(self) -> None:
@@ -82,6 +84,9 @@ class MeshWorkerDirectory:
         self.swarm.on_connection(self._on_connection)
 
     async def close(self) -> None:
+        for probe in self._probes.values():
+            probe.cancel()
+        self._probes.clear()
         if self.swarm is not None:
             await self.swarm.destroy()
             self.swarm = None
@@ -94,11 +99,27 @@ class MeshWorkerDirectory:
         conn.closed.add_done_callback(lambda _f, w=worker: self._on_close(w))
         if old is not None and old.conn is not conn:
             old.conn.destroy()  # the swarm deduplicates; keep the newest connection
+        self._probes[worker.id] = asyncio.create_task(self._probe(worker))
+        self._changed.set()
+
+    async def _probe(self, worker: MeshWorker) -> None:
+        """Learn the models a worker serves, in case peer_info.topics does not name them all."""
+        try:
+            reply = await worker.call("models", {}, self.config.ping_timeout_s)
+        except GatewayError:
+            return  # not an inference worker (e.g. the model manager): topics alone place it
+        entries = reply.get("models") if isinstance(reply, dict) else reply
+        ids = {e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)} \
+            if isinstance(entries, list) else set()
+        worker.probed_topics = {topic_key(self.config.namespace, i) for i in ids}
         self._changed.set()
 
     def _on_close(self, worker: MeshWorker) -> None:
         if self._workers.get(worker.id) is worker:
             del self._workers[worker.id]
+            probe = self._probes.pop(worker.id, None)
+            if probe is not None:
+                probe.cancel()
         self._changed.set()
 
     async def watch(self, service: str) -> None:
