@@ -5,8 +5,11 @@ as a client through one Swarm, keeps one RpcPeer per worker connection (the Swar
 keeps connections up and reconnects), and exposes each worker as a `MeshWorker`
 handle whose `call` is an RPC request. RPC and connection failures become gateway
 errors here:
-  RpcError(code)                -> errors.from_worker_code(code)  (BUSY, INVALID_INPUT, ...)
+  RpcError(code)                -> errors.from_worker_code(code)  (BUSY, INVALID_INPUT, ...,
+                                   TIMEOUT_EXCEEDED, CHANNEL_CLOSED/DESTROYED)
   mesh ClosedError / ConnectionError / a connection already closed -> WorkerUnavailable
+  A connection lost while a call waits counts as "not started" and is retried once:
+  inference has no side effects. Uploads are not retried (catalogue.py calls one handle).
   mesh TimeoutError_ / asyncio timeout                              -> DeadlineExceeded
 
 Expected mesh API (HELPERS.md):
@@ -55,7 +58,10 @@ class MeshWorker:
         try:
             return await self.rpc.request(method, value, timeout=timeout, encoding="msgpack")
         except RpcError as e:
-            raise from_worker_code(getattr(e, "code", None), str(e)) from e
+            code = getattr(e, "code", None)
+            if code == "REQUEST_ERROR":   # the handler's own code travels as the cause code
+                code = getattr(e, "cause_code", None) or code
+            raise from_worker_code(code, str(e)) from e
         except (TimeoutError_, asyncio.TimeoutError) as e:
             raise DeadlineExceeded(f"worker {self.id[:16]} did not answer {method!r} within {timeout:.3f}s") from e
         except (ClosedError, ConnectionError) as e:
