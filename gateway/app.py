@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -25,6 +26,8 @@ from .errors import (BadRequest, DeadlineExceeded, GatewayError, MethodNotAllowe
                      RateLimited, error_body, http_status)
 from .limits import RateLimiter, retry_after_header
 from .metrics import Metrics
+
+log = logging.getLogger("gateway")
 
 PUBLIC = "public"   # route scope: no key needed
 ANY = None          # route scope: any valid key
@@ -119,6 +122,11 @@ async def errors_and_metrics(request: web.Request, handler):
                                        f"body is larger than the limit of {gw.config.max_body_bytes} bytes")
         gw.metrics.error(error.kind)
         response = _error_response(request, error)
+    except Exception:  # the HTTP edge: a bug becomes a logged 500 in the JSON shape, not a dropped connection
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        error = GatewayError("internal error")
+        gw.metrics.error(error.kind)
+        response = _error_response(request, error)
     gw.metrics.observe(route, request.method, response.status, time.perf_counter() - start)
     return response
 
@@ -160,10 +168,13 @@ async def auth_limits_deadline(request: web.Request, handler):
         request[API_KEY] = key
     timeout = request_timeout(request, gw.config.request_timeout_s)
     request[DEADLINE] = asyncio.get_running_loop().time() + timeout
+    scope_timeout = asyncio.timeout(timeout)
     try:
-        async with asyncio.timeout(timeout):
+        async with scope_timeout:
             return await handler(request)
     except TimeoutError:
+        if not scope_timeout.expired():
+            raise
         raise DeadlineExceeded(f"request took longer than its deadline of {timeout}s") from None
 
 

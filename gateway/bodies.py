@@ -59,6 +59,9 @@ def outputs_response(request: web.Request, model: str, reply: object, worker: st
         raise WorkerFailed(f"worker {worker} replied without outputs")
     accept = request.headers.get("Accept", "")
     arrays = {str(k): np.asarray(v) for k, v in outputs.items()}
+    odd = sorted(k for k, a in arrays.items() if a.dtype.kind not in "biuf")
+    if odd:
+        raise WorkerFailed(f"worker {worker} returned non-numeric outputs {odd}")
     if tensors.MESH_TENSORS in accept:
         return web.Response(body=tensors.encode_multi(arrays), content_type=tensors.MESH_TENSORS)
     if tensors.OCTET_STREAM in accept and len(arrays) == 1:

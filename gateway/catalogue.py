@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 
 from .dispatch import Dispatcher
 from .errors import (BadRequest, ChecksumMismatch, GatewayError, InvalidTensor, ModelNotFound, NoWorkers,
-                     PayloadTooLarge)
+                     PayloadTooLarge, WorkerFailed)
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SIGNATURE_TTL_S = 10.0
@@ -66,38 +66,47 @@ class Catalogue:
                      size: int | None, checksum: str | None, deadline: float) -> Any:
         """Stream `chunks` to one model manager; returns its record of the stored model."""
         manager = await self._manager(deadline)
-        now = self.dispatcher.now
         begun = await manager.call("upload_begin", {"model": model, "version": version, "size": size,
-                                                    "sha256": checksum, "metadata": metadata}, deadline - now())
-        upload = begun["upload"] if isinstance(begun, dict) and "upload" in begun else None
+                                                    "sha256": checksum, "metadata": metadata}, self._left(deadline))
+        upload = begun.get("upload") if isinstance(begun, dict) else None
         if upload is None:
-            raise GatewayError(f"model manager gave no upload id: {begun!r}")
-        sha, offset = hashlib.sha256(), 0
+            raise WorkerFailed(f"model manager gave no upload id: {begun!r}")
         try:
-            pending = bytearray()
-            async for chunk in chunks:
-                offset += len(chunk)
-                if offset > self.config.max_model_bytes:
-                    raise PayloadTooLarge(f"model is larger than the limit of {self.config.max_model_bytes} bytes")
-                sha.update(chunk)
-                pending += chunk
-                if len(pending) >= self.config.upload_chunk_bytes:
-                    await manager.call("upload_chunk", {"upload": upload, "offset": offset - len(pending),
-                                                        "data": bytes(pending)}, deadline - now())
-                    pending.clear()
-            if pending:
-                await manager.call("upload_chunk", {"upload": upload, "offset": offset - len(pending),
-                                                    "data": bytes(pending)}, deadline - now())
-            digest = sha.hexdigest()
+            received, digest = await self._send_chunks(manager, upload, chunks, deadline)
             if checksum is not None and checksum.lower() != digest:
                 raise ChecksumMismatch(f"body sha256 is {digest}, X-Checksum-Sha256 says {checksum.lower()}")
-            if offset == 0:
+            if received == 0:
                 raise BadRequest("model body is empty")
         except BaseException:
             await self._abort(manager, upload, deadline)
             raise
-        return await manager.call("upload_commit", {"upload": upload, "sha256": digest, "size": offset},
-                                  deadline - now())
+        return await manager.call("upload_commit", {"upload": upload, "sha256": digest, "size": received},
+                                  self._left(deadline))
+
+    def _left(self, deadline: float) -> float:
+        return deadline - self.dispatcher.now()
+
+    async def _send_chunks(self, manager, upload: Any, chunks: AsyncIterator[bytes], deadline: float) -> tuple[int, str]:
+        """(bytes sent, their sha256) after sending `chunks` regrouped to upload_chunk_bytes."""
+        sha, offset, pending = hashlib.sha256(), 0, bytearray()
+        limit, step = self.config.max_model_bytes, self.config.upload_chunk_bytes
+
+        async def flush() -> None:
+            await manager.call("upload_chunk", {"upload": upload, "offset": offset - len(pending),
+                                                "data": bytes(pending)}, self._left(deadline))
+            pending.clear()
+
+        async for chunk in chunks:
+            offset += len(chunk)
+            if offset > limit:
+                raise PayloadTooLarge(f"model is larger than the limit of {limit} bytes")
+            sha.update(chunk)
+            pending += chunk
+            if len(pending) >= step:
+                await flush()
+        if pending:
+            await flush()
+        return offset, sha.hexdigest()
 
     async def _abort(self, manager, upload: Any, deadline: float) -> None:
         try:

@@ -238,3 +238,12 @@ async def test_client_can_shorten_the_deadline(client, keys, workers):
     assert r.status == 400 and "X-Request-Timeout" in await r.text()
     for w in workers:
         w.gate.set()
+
+
+async def test_worker_returning_garbage_is_502(client, keys, workers, directory):
+    async def garbage(value):
+        return {"outputs": {"y": {"not": "a tensor"}}}
+    for handle in directory.workers("linear"):
+        handle.methods["infer"] = garbage
+    r = await client.post("/api/v1/inference/linear", json=tensor_body(), headers=auth(keys["infer"]))
+    assert r.status == 502 and "non-numeric outputs ['y']" in (await r.json())["error"]["message"]
