@@ -52,16 +52,22 @@ async def read_inputs(request: web.Request, limit: int, signature: dict | None) 
                                    request.headers.get("X-Tensor-Dtype"), raw)}
 
 
-def outputs_response(request: web.Request, model: str, reply: object, worker: str) -> web.Response:
-    """The reply's outputs as JSON, or raw when the client Accepts a raw encoding."""
+def output_arrays(reply: object, worker: str) -> dict[str, np.ndarray]:
+    """The numeric output arrays of a worker's infer reply; WorkerFailed if it has none or odd ones."""
     outputs = reply.get("outputs") if isinstance(reply, dict) else None
     if not isinstance(outputs, dict):
         raise WorkerFailed(f"worker {worker} replied without outputs")
-    accept = request.headers.get("Accept", "")
     arrays = {str(k): np.asarray(v) for k, v in outputs.items()}
     odd = sorted(k for k, a in arrays.items() if a.dtype.kind not in "biuf")
     if odd:
         raise WorkerFailed(f"worker {worker} returned non-numeric outputs {odd}")
+    return arrays
+
+
+def outputs_response(request: web.Request, model: str, reply: dict, worker: str) -> web.Response:
+    """The reply's outputs as JSON, or raw when the client Accepts a raw encoding."""
+    arrays = output_arrays(reply, worker)
+    accept = request.headers.get("Accept", "")
     if tensors.MESH_TENSORS in accept:
         return web.Response(body=tensors.encode_multi(arrays), content_type=tensors.MESH_TENSORS)
     if tensors.OCTET_STREAM in accept and len(arrays) == 1:

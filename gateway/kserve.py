@@ -9,7 +9,7 @@ from aiohttp import web
 
 from . import __version__
 from .app import ANY, DEADLINE, PUBLIC, gateway_of
-from .bodies import read_json
+from .bodies import output_arrays, read_json
 from .catalogue import check_model_id
 from .errors import InvalidTensor, ModelNotReady, NoWorkers, WorkerFailed
 from .tensors import check_shape, dtype_name, validate
@@ -104,18 +104,16 @@ async def infer(request: web.Request) -> web.Response:
     except WorkerFailed:
         signature = None
     validate(name, inputs, signature)
-    reply, _ = await gw.dispatcher.call(name, "infer", {"model": name, "version": None, "inputs": inputs}, deadline)
-    outputs = reply.get("outputs") if isinstance(reply, dict) else None
-    if not isinstance(outputs, dict):
-        raise WorkerFailed(f"worker replied to {name!r} without outputs")
+    reply, worker = await gw.dispatcher.call(name, "infer", {"model": name, "version": None, "inputs": inputs},
+                                             deadline)
+    outputs = output_arrays(reply, worker)
     if wanted:
         unknown = sorted(set(wanted) - set(outputs))
         if unknown:
             raise InvalidTensor(f"model {name!r} has no outputs {unknown}; it has {sorted(outputs)}")
         outputs = {k: outputs[k] for k in wanted}
     result = []
-    for k, v in outputs.items():
-        arr = np.asarray(v)
+    for k, arr in outputs.items():
         result.append({"name": k, "shape": list(arr.shape), "datatype": _datatype(dtype_name(arr.dtype)),
                        "data": arr.ravel().tolist()})
     out = {"model_name": name, "model_version": str(reply.get("version") or ""), "outputs": result}
