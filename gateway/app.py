@@ -97,6 +97,8 @@ def _error_response(request: web.Request, error: GatewayError) -> web.Response:
     headers = {}
     if isinstance(error, RateLimited):
         headers["Retry-After"] = retry_after_header(error.retry_after)
+    elif status == 503:
+        headers["Retry-After"] = "1"   # busy or between workers: worth a retry soon
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="inference-mesh"'
     return web.json_response(body, status=status, headers=headers)

@@ -58,6 +58,13 @@ async def test_dashboard_in_chromium(client, keys, tmp_path):
         assert sum(int(row[7]) for row in linear) >= 3
         assert float(page["requests"]) >= 3
 
+        for _ in range(5):
+            r = await client.post("/api/v1/inference/linear", headers=auth(keys["infer"]), json={
+                "inputs": {"x": {"shape": [1, 4], "dtype": "float32", "data": [1, 2, 3, 4]}}})
+            assert r.status == 200
+        rate = await browser.evaluate("refresh().then(() => document.getElementById('rate').textContent)")
+        assert float(rate) > 0   # requests/s from the change in totals between two refreshes
+
         await browser.navigate(url)   # the key survives a reload (localStorage)
         await browser.evaluate(WAIT_RENDERED)
         page = await browser.evaluate(READ_PAGE)

@@ -73,5 +73,6 @@ async def test_no_model_manager_is_503(config, directory, keystore, keys, worker
     try:
         r = await c.get("/api/v1/models", headers=auth(keys["read"]))
         assert r.status == 503 and "no model manager" in (await r.json())["error"]["message"]
+        assert r.headers["Retry-After"] == "1"
     finally:
         await c.close()
