@@ -9,6 +9,7 @@ worker did not start the request (unreachable, or BUSY), retries once on another
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Callable
 
 from .balancer import Balancer
@@ -17,6 +18,8 @@ from .directory import WorkerDirectory, WorkerHandle, unique
 from .errors import (RETRYABLE, DeadlineExceeded, GatewayError, ModelNotFound, NoWorkers,
                      WorkerBusy, WorkerFailed, WorkerUnavailable)
 from .health import HealthTracker
+
+log = logging.getLogger("gateway.dispatch")
 
 
 class Dispatcher:
@@ -122,8 +125,12 @@ class Dispatcher:
             self.health.forget(worker_id)
 
     async def run_pings(self) -> None:
+        """Ping rounds forever; a bug in one round is logged and the next round still runs."""
         while True:
-            await self.ping_all()
+            try:
+                await self.ping_all()
+            except Exception:  # supervisor loop: health checking must outlive one bad round
+                log.exception("health ping round failed")
             await asyncio.sleep(self.config.ping_interval_s)
 
     def worker_report(self, service: str) -> list[dict]:

@@ -247,3 +247,23 @@ async def test_worker_returning_garbage_is_502(client, keys, workers, directory)
         handle.methods["infer"] = garbage
     r = await client.post("/api/v1/inference/linear", json=tensor_body(), headers=auth(keys["infer"]))
     assert r.status == 502 and "non-numeric outputs ['y']" in (await r.json())["error"]["message"]
+
+
+async def test_background_pings_reach_every_worker(config, directory, keystore, workers, store):
+    import asyncio
+    from .conftest import replace, start_gateway
+    pinged = {i: asyncio.Event() for i in range(3)}
+    for i, w in enumerate(workers):
+        original = w.capacity
+
+        async def capacity(value, i=i, original=original):
+            pinged[i].set()
+            return await original(value)
+        for handle in directory.workers("linear"):
+            if handle.id == f"worker-{i}":
+                handle.methods["capacity"] = capacity
+    c = await start_gateway(replace(config, ping_interval_s=0.01, models=("linear",)), directory, keystore)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in pinged.values())), 5)
+    finally:
+        await c.close()
