@@ -1,6 +1,6 @@
 """Gateway benchmark: end-to-end HTTP throughput and p50/p99 at 1 and 32 concurrent clients.
 
-Servers (each in its own process; the load comes from a separate client process):
+Servers (each in its own process; the load comes from separate client processes):
   bare     a bare aiohttp server running onnxruntime in-process (the peer)
   gateway  the gateway (auth, rate limit, validation, balancing, metrics) over an
            in-process worker directory running the same onnxruntime session
@@ -8,7 +8,11 @@ Servers (each in its own process; the load comes from a separate client process)
 The model is the same tiny MLP (64-256-10, seeded), built with onnx.helper; every
 request sends one 1x64 float32 row as JSON and gets 1x10 back.
 
-  PYTHONPATH=. python scripts/bench/gateway.py [--seconds 2] [--rounds 3] [--concurrency 1 32]\nBoth servers run at once and the runs alternate, so the machine's noise hits both alike;\nthe table shows medians over the rounds.
+  PYTHONPATH=. python scripts/bench/gateway.py [--seconds 2] [--rounds 3] [--concurrency 1 32]
+
+Both servers run at once and the runs alternate, so the machine's noise hits both
+alike; the table shows medians over the rounds, and each server's CPU time per
+request (read from /proc), which noise disturbs far less than throughput.
 """
 
 from __future__ import annotations
