@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 
 import aiohttp
 
@@ -35,8 +37,15 @@ class Browser:
     async def launch(cls, user_data_dir: str, timeout: float = 30.0) -> "Browser":
         proc = await asyncio.create_subprocess_exec(
             chromium_path(), *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}", "about:blank",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        url = await asyncio.wait_for(cls._devtools_url(proc), timeout)
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True)   # its own process group, so close() can end its helpers too
+        try:
+            url = await asyncio.wait_for(cls._devtools_url(proc), timeout)
+        except (asyncio.TimeoutError, RuntimeError):
+            if proc.returncode is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise
         http = aiohttp.ClientSession()
         ws = await http.ws_connect(url, max_msg_size=0)
         browser = cls(proc, ws, http)
@@ -107,6 +116,8 @@ class Browser:
             await self._reader
         await self.ws.close()
         await self.http.close()
-        if self.proc.returncode is None:
-            self.proc.kill()
-        await self.proc.wait()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except asyncio.TimeoutError:
+            os.killpg(self.proc.pid, signal.SIGKILL)   # the group this test started, by its id
+            await self.proc.wait()
