@@ -73,8 +73,16 @@ def _loop_running() -> bool:
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
-DEADLINE = web.RequestKey("deadline", float)      # loop time by which the request must be answered
-API_KEY = web.RequestKey("api_key", ApiKey)
+
+
+def _request_key(name: str, kind: type):
+    """A typed request key on aiohttp >= 3.14 (web.RequestKey), the plain name before it."""
+    key_class = getattr(web, "RequestKey", None)
+    return key_class(name, kind) if key_class is not None else name
+
+
+DEADLINE = _request_key("deadline", float)   # loop time by which the request must be answered
+API_KEY = _request_key("api_key", ApiKey)
 
 
 def gateway_of(request: web.Request) -> Gateway:
