@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 
 from .dispatch import Dispatcher
 from .errors import (BadRequest, ChecksumMismatch, GatewayError, InvalidTensor, ModelNotFound, NoWorkers,
-                     PayloadTooLarge, WorkerFailed)
+                     PayloadTooLarge, UnknownMethod, WorkerFailed)
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SIGNATURE_TTL_S = 10.0
@@ -120,7 +120,10 @@ class Catalogue:
         cached = self._signatures.get(model)
         if cached is not None and now - cached[0] < SIGNATURE_TTL_S:
             return cached[1]
-        reply, _ = await self.dispatcher.call(model, "models", {}, deadline)
+        try:
+            reply, _ = await self.dispatcher.call(model, "models", {}, deadline)
+        except UnknownMethod:
+            reply = None   # the worker does not describe its models: it checks inputs itself
         entries = reply.get("models") if isinstance(reply, dict) else reply
         found = None
         for entry in entries if isinstance(entries, list) else []:

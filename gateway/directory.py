@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable, Iterable, Protocol
 
-from .errors import DeadlineExceeded, GatewayError, WorkerFailed, WorkerUnavailable, from_worker_code
+from .errors import DeadlineExceeded, GatewayError, UnknownMethod, WorkerUnavailable, from_worker_code
 
 
 class WorkerHandle(Protocol):
@@ -62,7 +62,7 @@ class LocalWorker:
             raise WorkerUnavailable(f"worker {self.id} is not connected")
         handler = self.methods.get(method)
         if handler is None:
-            raise WorkerFailed(f"worker {self.id} has no method {method!r}", worker_code="UNKNOWN_METHOD")
+            raise UnknownMethod(f"worker {self.id} has no method {method!r}", worker_code="UNKNOWN_METHOD")
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the call in a new Task
             async with asyncio.timeout(timeout):

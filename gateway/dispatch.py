@@ -16,7 +16,7 @@ from .balancer import Balancer
 from .config import GatewayConfig
 from .directory import WorkerDirectory, WorkerHandle, unique
 from .errors import (RETRYABLE, DeadlineExceeded, GatewayError, ModelNotFound, NoWorkers,
-                     WorkerBusy, WorkerFailed, WorkerUnavailable)
+                     UnknownMethod, WorkerBusy, WorkerFailed, WorkerUnavailable)
 from .health import HealthTracker
 
 log = logging.getLogger("gateway.dispatch")
@@ -82,6 +82,8 @@ class Dispatcher:
                     self.retries += 1
                     self.on_retry()
                 continue
+            except UnknownMethod:
+                raise
             except (DeadlineExceeded, WorkerFailed) as e:
                 # the worker took the request and did not deliver: a health failure, not retried
                 self.health.failure(worker.id, self.now(), e.message)

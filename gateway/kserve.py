@@ -11,7 +11,7 @@ from . import __version__
 from .app import ANY, DEADLINE, PUBLIC, gateway_of
 from .bodies import output_arrays, read_json
 from .catalogue import check_model_id
-from .errors import InvalidTensor, ModelNotReady, NoWorkers, WorkerFailed
+from .errors import InvalidTensor, ModelNotReady, NoWorkers
 from .tensors import check_shape, dtype_name, validate
 
 # Open Inference Protocol datatype <-> numpy dtype name
@@ -99,10 +99,7 @@ async def infer(request: web.Request) -> web.Response:
     deadline = request[DEADLINE]
     body = await read_json(request, gw.config.max_body_bytes)
     inputs, wanted = decode_inputs(body)
-    try:
-        signature = await gw.catalogue.signature(name, deadline)
-    except WorkerFailed:
-        signature = None
+    signature = await gw.catalogue.signature(name, deadline)
     validate(name, inputs, signature)
     reply, worker = await gw.dispatcher.call(name, "infer", {"model": name, "version": None, "inputs": inputs},
                                              deadline)

@@ -12,7 +12,7 @@ from . import __version__
 from .app import ANY, DEADLINE, PUBLIC, gateway_of
 from .bodies import check_length, outputs_response, read_inputs
 from .catalogue import check_model_id
-from .errors import BadRequest, UnsupportedMediaType, WorkerFailed
+from .errors import BadRequest, UnsupportedMediaType
 from .metrics import CONTENT_TYPE
 from .openapi import spec
 from .tensors import validate
@@ -40,18 +40,11 @@ async def status(request: web.Request) -> web.Response:
     })
 
 
-async def _signature_or_none(gw, model: str, deadline: float) -> dict | None:
-    try:
-        return await gw.catalogue.signature(model, deadline)
-    except WorkerFailed:
-        return None  # the worker does not describe its models: it validates inputs itself
-
-
 async def infer(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     model = check_model_id(request.match_info["modelId"])
     deadline = request[DEADLINE]
-    signature = await _signature_or_none(gw, model, deadline)
+    signature = await gw.catalogue.signature(model, deadline)
     inputs = await read_inputs(request, gw.config.max_body_bytes, signature)
     validate(model, inputs, signature)
     value = {"model": model, "version": request.query.get("version"), "inputs": inputs}

@@ -276,3 +276,14 @@ async def test_background_pings_reach_every_worker(config, directory, keystore, 
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in pinged.values())), 5)
     finally:
         await c.close()
+
+
+async def test_worker_without_models_method_is_not_quarantined(client, keys, directory, gw):
+    for handle in directory.workers("linear"):
+        del handle.methods["models"]
+    for _ in range(10):
+        r = await client.post("/api/v1/inference/linear", json=tensor_body(), headers=auth(keys["infer"]))
+        assert r.status == 200
+    assert all(gw.dispatcher.health.get(h.id).failures == 0 for h in directory.workers("linear"))
+    r = await client.post("/api/v1/inference/linear", json=tensor_body(dtype="int32"), headers=auth(keys["infer"]))
+    assert r.status == 400 and "must be float32" in await r.text()   # the worker's own check
