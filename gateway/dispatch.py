@@ -101,6 +101,8 @@ class Dispatcher:
         """One capacity call; updates load on success, counts a failure otherwise."""
         try:
             capacity = await worker.call("capacity", {}, self.config.ping_timeout_s)
+        except UnknownMethod:
+            capacity = None   # it answered, so it is alive; it just does not report load (e.g. a model manager)
         except GatewayError as e:
             self.health.failure(worker.id, self.now(), f"ping: {e.message}")
             return

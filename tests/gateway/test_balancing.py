@@ -264,3 +264,11 @@ async def test_departed_workers_are_forgotten():
     d.directory.remove("m", ws[0])
     await d.ping_all()
     assert d.balancer.ids() == {"w1", "w2"}
+
+
+async def test_ping_to_worker_without_capacity_method_counts_as_alive():
+    d, ws = setup("round-robin", failure_threshold=1)
+    del ws[0].methods["capacity"]
+    for _ in range(3):
+        await d.ping_all()
+    assert d.health.get("w0").state(d.now()) == "healthy"
