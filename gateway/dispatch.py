@@ -67,6 +67,9 @@ class Dispatcher:
             pool = [w for w in candidates if w.id != last_id]
             if not pool:
                 break
+            if attempt == 1:
+                self.retries += 1
+                self.on_retry()
             worker = self.balancer.pick(service, strategy, pool)
             remaining = deadline - self.now()
             if remaining <= 0:
@@ -78,9 +81,6 @@ class Dispatcher:
                 last, last_id = e, worker.id
                 if isinstance(e, WorkerUnavailable):
                     self.health.failure(worker.id, self.now(), e.message)
-                if attempt == 0:
-                    self.retries += 1
-                    self.on_retry()
                 continue
             except UnknownMethod:
                 raise

@@ -272,3 +272,11 @@ async def test_ping_to_worker_without_capacity_method_counts_as_alive():
     for _ in range(3):
         await d.ping_all()
     assert d.health.get("w0").state(d.now()) == "healthy"
+
+
+async def test_single_busy_worker_is_503_without_a_retry():
+    d, ws = setup("round-robin", n=1)
+    ws[0].busy = True
+    with pytest.raises(WorkerBusy):
+        await d.call("m", "infer", {}, deadline())
+    assert d.retries == 0
