@@ -1,0 +1,39 @@
+"""`python -m gateway`: serve the gateway; `python -m gateway keys ...`: manage API keys."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from aiohttp import web
+
+from . import config as config_mod
+from .auth import KeyStore
+
+
+def serve(argv: Sequence[str]) -> int:
+    config = config_mod.from_args(argv)
+    try:
+        from .mesh_client import MeshWorkerDirectory
+    except ImportError as e:
+        print(f"error: the mesh layer is not available ({e}); the gateway needs mesh.swarm and mesh.rpc",
+              file=sys.stderr)
+        return 2
+    from .app import create_app
+
+    keys = KeyStore(config.keys_db, config.key_cache_s)
+    app = create_app(config, MeshWorkerDirectory(config), keys)
+    web.run_app(app, host=config.host, port=config.port, print=lambda msg: print(msg, flush=True))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["keys"]:
+        from .keys_cli import main as keys_main
+        return keys_main(args[1:])
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

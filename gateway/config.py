@@ -1,0 +1,142 @@
+"""The gateway's configuration: one frozen dataclass built at the edge from CLI and env.
+
+Every option has a CLI flag and an environment variable (`MESH_...`); the flag wins.
+`build_parser()` is also what `python -m gateway --help` prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+STRATEGIES = ("round-robin", "least-connections", "weighted", "random", "power-of-two")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "127.0.0.1"                 # listen address (loopback by default)
+    port: int = 3000                        # listen port
+    keys_db: str = "gateway-keys.sqlite3"   # SQLite file of hashed API keys
+    api_key: str | None = None              # an extra admin key (MESH_API_KEY), kept hashed in memory
+    namespace: str = "inference-mesh"       # topic namespace: topic = hash("<namespace>:<model>")
+    bootstrap: tuple[tuple[str, int], ...] = (("127.0.0.1", 49737),)  # DHT bootstrap nodes
+    models: tuple[str, ...] = ()            # model ids whose topics are joined at start
+    model_manager: str = "model-manager"    # topic name of the model manager service
+    strategy: str = "least-connections"     # default balancing strategy
+    model_strategies: tuple[tuple[str, str], ...] = ()  # per-model overrides (model, strategy)
+    rate: float = 50.0                      # default tokens per second per key
+    burst: int = 100                        # default bucket size per key
+    bucket_idle_s: float = 300.0            # idle buckets older than this are pruned
+    max_body_bytes: int = 8 * 1024 * 1024   # inference/JSON body limit (413 above)
+    max_model_bytes: int = 512 * 1024 * 1024  # model upload limit (413 above)
+    upload_chunk_bytes: int = 256 * 1024    # chunk size when streaming an upload to the manager
+    request_timeout_s: float = 30.0         # per-request deadline (504 after)
+    worker_wait_s: float = 2.0              # how long a request waits for a first worker to appear
+    ping_interval_s: float = 2.0            # active health pings (capacity calls)
+    ping_timeout_s: float = 1.0
+    failure_threshold: int = 3              # consecutive failures before quarantine
+    quarantine_base_s: float = 1.0          # first quarantine; doubles per repeat
+    quarantine_max_s: float = 60.0
+    key_cache_s: float = 2.0                # how long a checked key is trusted before re-reading SQLite
+    seed: int | None = None                 # seed for random strategies (tests, benchmarks)
+
+    def strategy_for(self, model: str) -> str:
+        """The balancing strategy of `model`."""
+        return dict(self.model_strategies).get(model, self.strategy)
+
+
+def _addr(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected host:port, got {text!r}")
+    return host, int(port)
+
+
+def _model_strategy(text: str) -> tuple[str, str]:
+    model, _, strategy = text.partition("=")
+    if strategy not in STRATEGIES:
+        raise argparse.ArgumentTypeError(f"expected model=strategy with strategy in {STRATEGIES}, got {text!r}")
+    return model, strategy
+
+
+# (field, flags, type, env, help) for every option; one list keeps CLI, env and help in step.
+_OPTIONS = [
+    ("host", "--host", str, "MESH_GATEWAY_HOST", "listen address"),
+    ("port", "--port", int, "MESH_GATEWAY_PORT", "listen port"),
+    ("keys_db", "--keys-db", str, "MESH_KEYS_DB", "SQLite file of hashed API keys"),
+    ("api_key", "--api-key", str, "MESH_API_KEY", "an extra key with every scope (prefer the env var)"),
+    ("namespace", "--namespace", str, "MESH_NAMESPACE", "topic namespace"),
+    ("bootstrap", "--bootstrap", _addr, "MESH_BOOTSTRAP", "DHT bootstrap node host:port (repeatable; env: comma-separated)"),
+    ("models", "--model", str, "MESH_MODELS", "model id whose topic is joined at start (repeatable; env: comma-separated)"),
+    ("model_manager", "--model-manager", str, "MESH_MODEL_MANAGER", "topic name of the model manager"),
+    ("strategy", "--strategy", str, "MESH_STRATEGY", f"default balancing strategy: {', '.join(STRATEGIES)}"),
+    ("model_strategies", "--model-strategy", _model_strategy, "MESH_MODEL_STRATEGIES", "per-model strategy model=strategy (repeatable)"),
+    ("rate", "--rate", float, "MESH_RATE", "default requests per second per key"),
+    ("burst", "--burst", int, "MESH_BURST", "default burst (bucket size) per key"),
+    ("bucket_idle_s", "--bucket-idle", float, "MESH_BUCKET_IDLE", "seconds after which idle rate buckets are pruned"),
+    ("max_body_bytes", "--max-body", int, "MESH_MAX_BODY", "largest inference/JSON body in bytes"),
+    ("max_model_bytes", "--max-model", int, "MESH_MAX_MODEL", "largest model upload in bytes"),
+    ("upload_chunk_bytes", "--upload-chunk", int, "MESH_UPLOAD_CHUNK", "bytes per chunk sent to the model manager"),
+    ("request_timeout_s", "--timeout", float, "MESH_TIMEOUT", "per-request deadline in seconds"),
+    ("worker_wait_s", "--worker-wait", float, "MESH_WORKER_WAIT", "seconds a request waits for a first worker"),
+    ("ping_interval_s", "--ping-interval", float, "MESH_PING_INTERVAL", "seconds between health pings"),
+    ("ping_timeout_s", "--ping-timeout", float, "MESH_PING_TIMEOUT", "timeout of one health ping"),
+    ("failure_threshold", "--failure-threshold", int, "MESH_FAILURE_THRESHOLD", "consecutive failures before quarantine"),
+    ("quarantine_base_s", "--quarantine-base", float, "MESH_QUARANTINE_BASE", "first quarantine in seconds (doubles per repeat)"),
+    ("quarantine_max_s", "--quarantine-max", float, "MESH_QUARANTINE_MAX", "longest quarantine in seconds"),
+    ("key_cache_s", "--key-cache", float, "MESH_KEY_CACHE", "seconds a checked key is trusted before re-reading the key store"),
+    ("seed", "--seed", int, "MESH_SEED", "seed of the random strategies"),
+]
+_REPEATABLE = {"bootstrap", "models", "model_strategies"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m gateway` parser (serve options)."""
+    p = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description="HTTP gateway of the inference mesh. Serves REST, KServe v2, /metrics and a dashboard; "
+        "finds workers through the DHT and calls them over RPC.",
+        epilog="Key management: python -m gateway keys {create,list,revoke} --help. "
+        "Every option can also be set by the environment variable shown.",
+    )
+    defaults = GatewayConfig()
+    for name, flag, typ, env, text in _OPTIONS:
+        default = getattr(defaults, name)
+        action = "append" if name in _REPEATABLE else "store"
+        p.add_argument(flag, dest=name, type=typ, action=action, default=None,
+                       help=f"{text} [env {env}; default {default!r}]")
+    return p
+
+
+def _from_env(env: Mapping[str, str]) -> dict:
+    out: dict = {}
+    for name, _flag, typ, var, _text in _OPTIONS:
+        if var not in env or env[var] == "":
+            continue
+        raw = env[var]
+        if name in _REPEATABLE:
+            out[name] = tuple(typ(item.strip()) for item in raw.split(",") if item.strip())
+        else:
+            out[name] = typ(raw)
+    return out
+
+
+def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """The config from CLI `argv` over environment `env` over defaults. Raises SystemExit on bad input."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        values = _from_env(os.environ if env is None else env)
+    except (ValueError, argparse.ArgumentTypeError) as e:
+        parser.error(f"bad environment value: {e}")
+    for name, *_ in _OPTIONS:
+        v = getattr(args, name)
+        if v is not None:
+            values[name] = tuple(v) if name in _REPEATABLE else v
+    config = GatewayConfig(**values)
+    if config.strategy not in STRATEGIES:
+        parser.error(f"--strategy must be one of {STRATEGIES}")
+    return config
+

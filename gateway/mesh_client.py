@@ -1,0 +1,180 @@
+"""The gateway's side of the mesh: the only module that touches mesh.swarm and mesh.rpc.
+
+`MeshWorkerDirectory` joins each watched service's topic (topic_key(namespace, name))
+as a client through one Swarm, keeps one RpcPeer per worker connection (the Swarm
+keeps connections up and reconnects), and exposes each worker as a `MeshWorker`
+handle whose `call` is an RPC request. RPC and connection failures become gateway
+errors here:
+  RpcError(code)                -> errors.from_worker_code(code)  (BUSY, INVALID_INPUT, ...,
+                                   TIMEOUT_EXCEEDED, CHANNEL_CLOSED/DESTROYED)
+  mesh ClosedError / ConnectionError / a connection already closed -> WorkerUnavailable
+  A connection lost while a call waits counts as "not started" and is retried once:
+  inference has no side effects. Uploads are not retried (catalogue.py calls one handle).
+  mesh TimeoutError_ / asyncio timeout                              -> DeadlineExceeded
+
+Expected mesh API (HELPERS.md):
+  Swarm(SwarmConfig(keypair=..., bootstrap=[...])); swarm.join(topic, server=False, client=True)
+  -> discovery with `await discovery.flushed()`; swarm.on_connection(cb(conn, peer_info)) with
+  peer_info.public_key and peer_info.topics (a collection of 32-byte topics, may grow);
+  await swarm.leave(topic); await swarm.destroy(); conn.closed (a future done on close).
+  RpcPeer(conn); await peer.request(method, value, timeout=s, encoding="msgpack"); RpcError.code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mesh import crypto
+from mesh.errors import ClosedError, MeshError, TimeoutError_
+from mesh.rpc import RpcError, RpcPeer
+from mesh.swarm import Swarm, SwarmConfig
+from mesh.topics import topic_key
+
+from .config import GatewayConfig
+from .errors import DeadlineExceeded, GatewayError, WorkerUnavailable, from_worker_code
+
+
+class MeshWorker:
+    """One worker connection, called over RPC."""
+
+    def __init__(self, conn: Any, peer_info: Any):
+        self.conn = conn
+        self.peer_info = peer_info
+        self.id = bytes(peer_info.public_key).hex()
+        self.rpc = RpcPeer(conn)
+        self.probed_topics: set[bytes] = set()   # topics of the models it says it serves
+
+    @property
+    def closed(self) -> bool:
+        return self.conn.closed.done()
+
+    def topics(self) -> set[bytes]:
+        return {bytes(t) for t in getattr(self.peer_info, "topics", ()) or ()} | self.probed_topics
+
+    async def call(self, method: str, value: Any, timeout: float) -> Any:
+        if self.closed:
+            raise WorkerUnavailable(f"connection to worker {self.id[:16]} is closed")
+        try:
+            return await self.rpc.request(method, value, timeout=timeout, encoding="msgpack")
+        except RpcError as e:
+            code = getattr(e, "code", None)
+            if code == "REQUEST_ERROR":   # the handler's own code travels as the cause code
+                code = getattr(e, "cause_code", None) or code
+            raise from_worker_code(code, str(e)) from e
+        except (TimeoutError_, asyncio.TimeoutError) as e:
+            raise DeadlineExceeded(f"worker {self.id[:16]} did not answer {method!r} within {timeout:.3f}s") from e
+        except (ClosedError, ConnectionError) as e:
+            # the request could not be sent or the connection died: the worker did not
+            # run it to completion for us, and the swarm will drop or replace the connection
+            raise WorkerUnavailable(f"worker {self.id[:16]}: {e}") from e
+        except MeshError as e:
+            raise WorkerUnavailable(f"worker {self.id[:16]}: {type(e).__name__}: {e}") from e
+
+
+class MeshWorkerDirectory:
+    """Workers of each watched service, found through the DHT with one Swarm."""
+
+    def __init__(self, config: GatewayConfig, keypair: Any | None = None):
+        self.config = config
+        self.keypair = keypair or crypto.keypair()
+        self.swarm: Swarm | None = None
+        self._topics: dict[str, bytes] = {}          # service -> topic
+        self._discoveries: dict[str, Any] = {}
+        self._workers: dict[str, MeshWorker] = {}    # worker id -> handle
+        self._probes: dict[str, asyncio.Task] = {}
+        self._changed = asyncio.Event()
+
+    async def start(self) -> None:
+        self.swarm = Swarm(SwarmConfig(keypair=self.keypair, bootstrap=list(self.config.bootstrap)))
+        self.swarm.on_connection(self._on_connection)
+
+    async def close(self) -> None:
+        for probe in self._probes.values():
+            probe.cancel()
+        self._probes.clear()
+        if self.swarm is not None:
+            await self.swarm.destroy()
+            self.swarm = None
+        self._workers.clear()
+
+    def _on_connection(self, conn: Any, peer_info: Any) -> None:
+        worker = MeshWorker(conn, peer_info)
+        old = self._workers.get(worker.id)
+        self._workers[worker.id] = worker
+        conn.closed.add_done_callback(lambda _f, w=worker: self._on_close(w))
+        if old is not None and old.conn is not conn:
+            old.conn.destroy()  # the swarm deduplicates; keep the newest connection
+        self._probes[worker.id] = asyncio.create_task(self._probe(worker))
+        self._changed.set()
+
+    async def _probe(self, worker: MeshWorker) -> None:
+        """Learn the models a worker serves, in case peer_info.topics does not name them all."""
+        try:
+            reply = await worker.call("models", {}, self.config.ping_timeout_s)
+        except GatewayError:
+            return  # not an inference worker (e.g. the model manager): topics alone place it
+        entries = reply.get("models") if isinstance(reply, dict) else reply
+        ids = {e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)} \
+            if isinstance(entries, list) else set()
+        worker.probed_topics = {topic_key(self.config.namespace, i) for i in ids}
+        self._changed.set()
+
+    def _on_close(self, worker: MeshWorker) -> None:
+        if self._workers.get(worker.id) is worker:
+            del self._workers[worker.id]
+            probe = self._probes.pop(worker.id, None)
+            if probe is not None:
+                probe.cancel()
+        self._changed.set()
+
+    async def watch(self, service: str) -> None:
+        if service in self._topics or self.swarm is None:
+            return
+        topic = topic_key(self.config.namespace, service)
+        self._topics[service] = topic
+        self._discoveries[service] = self.swarm.join(topic, server=False, client=True)
+
+    async def unwatch(self, service: str) -> None:
+        topic = self._topics.pop(service, None)
+        self._discoveries.pop(service, None)
+        if topic is not None and self.swarm is not None:
+            await self.swarm.leave(topic)
+
+    def workers(self, service: str) -> list[MeshWorker]:
+        topic = self._topics.get(service)
+        if topic is None:
+            return []
+        return [w for w in self._workers.values() if not w.closed and topic in w.topics()]
+
+    async def wait_for_workers(self, service: str, timeout: float) -> list[MeshWorker]:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        discovery = self._discoveries.get(service)
+        if discovery is not None and not self.workers(service):
+            try:
+                await asyncio.wait_for(discovery.flushed(), max(end - loop.time(), 0))
+            except asyncio.TimeoutError:
+                pass  # no answer in time: whatever connected so far is the answer
+        while not self.workers(service) and loop.time() < end:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), end - loop.time())
+            except asyncio.TimeoutError:
+                break
+        return self.workers(service)
+
+    def services(self) -> list[str]:
+        return sorted(self._topics)
+
+    def describe(self) -> dict:
+        dht = getattr(self.swarm, "dht", None)
+        state = None
+        if dht is not None:
+            state = {"address": list(getattr(dht, "address", ()) or ()),
+                     "firewalled": getattr(dht, "firewalled", None),
+                     "public_address": list(getattr(dht, "public_address", ()) or ())}
+        return {"kind": "mesh", "public_key": bytes(self.keypair.public_key).hex(), "dht": state,
+                "bootstrap": [f"{h}:{p}" for h, p in self.config.bootstrap],
+                "connections": len(self._workers),
+                "topics": {s: len(self.workers(s)) for s in self.services()}}

@@ -1,0 +1,122 @@
+"""REST routes: health, status, inference, model catalogue, OpenAPI, metrics, dashboard."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+from aiohttp import web
+
+from . import __version__
+from .app import ANY, DEADLINE, PUBLIC, gateway_of
+from .bodies import check_length, outputs_response, read_inputs
+from .catalogue import check_model_id
+from .errors import BadRequest, UnsupportedMediaType
+from .metrics import CONTENT_TYPE
+from .openapi import spec
+from .tensors import validate
+
+DASHBOARD = pathlib.Path(__file__).with_name("static") / "dashboard.html"
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def status(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    services = gw.directory.services()
+    topics = [{"name": s, "topic": gw.topic_hex(s), "workers": gw.dispatcher.worker_report(s)} for s in services]
+    models = [s for s in services if s != gw.config.model_manager]
+    return web.json_response({
+        "gateway": {"version": __version__, "uptime_s": round(time.time() - gw.started, 3),
+                    "strategy": gw.config.strategy, "namespace": gw.config.namespace},
+        "discovery": gw.directory.describe(),
+        "topics": topics,
+        "models": models,
+        "totals": {**gw.metrics.totals(), "retries": gw.dispatcher.retries},
+        "rate_buckets": len(gw.limiter),
+    })
+
+
+async def infer(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    model = check_model_id(request.match_info["modelId"])
+    deadline = request[DEADLINE]
+    signature = await gw.catalogue.signature(model, deadline)
+    inputs = await read_inputs(request, gw.config.max_body_bytes, signature)
+    validate(model, inputs, signature)
+    value = {"model": model, "version": request.query.get("version"), "inputs": inputs}
+    reply, worker = await gw.dispatcher.call(model, "infer", value, deadline)
+    return outputs_response(request, model, reply, worker)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    return web.json_response(await gw.catalogue.list(request[DEADLINE]))
+
+
+async def get_model(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    model = check_model_id(request.match_info["modelId"])
+    return web.json_response(await gw.catalogue.get(model, request.query.get("version"), request[DEADLINE]))
+
+
+async def delete_model(request: web.Request) -> web.Response:
+    gw = gateway_of(request)
+    model = check_model_id(request.match_info["modelId"])
+    return web.json_response(await gw.catalogue.delete(model, request.query.get("version"), request[DEADLINE]))
+
+
+async def upload_model(request: web.Request) -> web.Response:
+    """Raw model bytes in the body; id, version, checksum and metadata in query or headers."""
+    gw = gateway_of(request)
+    if request.content_type != "application/octet-stream":
+        raise UnsupportedMediaType(f"model upload must be application/octet-stream, got {request.content_type!r}")
+    model = request.query.get("id") or request.headers.get("X-Model-Id")
+    if not model:
+        raise BadRequest("model id missing: pass ?id=<model> or X-Model-Id")
+    check_model_id(model)
+    version = request.query.get("version") or request.headers.get("X-Model-Version")
+    checksum = request.query.get("sha256") or request.headers.get("X-Checksum-Sha256")
+    if checksum is not None and (len(checksum) != 64 or any(c not in "0123456789abcdefABCDEF" for c in checksum)):
+        raise BadRequest("X-Checksum-Sha256 must be 64 hex digits")
+    try:
+        metadata = json.loads(request.headers.get("X-Model-Metadata", "{}"))
+    except ValueError as e:
+        raise BadRequest(f"X-Model-Metadata is not JSON: {e}") from None
+    if not isinstance(metadata, dict):
+        raise BadRequest("X-Model-Metadata must be a JSON object")
+    check_length(request, gw.config.max_model_bytes)
+    chunks = request.content.iter_chunked(gw.config.upload_chunk_bytes)
+    record = await gw.catalogue.upload(model, version, metadata, chunks, request.content_length, checksum,
+                                       request[DEADLINE])
+    return web.json_response(record, status=201)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(spec())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = gateway_of(request).metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    return web.Response(body=DASHBOARD.read_bytes(), content_type="text/html", charset="utf-8")
+
+
+ROUTES = [
+    ("GET", "/", dashboard, PUBLIC),
+    ("GET", "/health", health, PUBLIC),
+    ("GET", "/api/v1/status", status, "admin"),
+    ("POST", "/api/v1/inference/{modelId}", infer, "infer"),
+    ("GET", "/api/v1/models", list_models, "models:read"),
+    ("POST", "/api/v1/models", upload_model, "models:write"),
+    ("GET", "/api/v1/models/{modelId}", get_model, "models:read"),
+    ("DELETE", "/api/v1/models/{modelId}", delete_model, "models:write"),
+    ("GET", "/api/v1/openapi.json", openapi, ANY),
+    ("GET", "/metrics", metrics, "admin"),
+]

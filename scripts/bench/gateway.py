@@ -1,0 +1,263 @@
+"""Gateway benchmark: end-to-end HTTP throughput and p50/p99 at 1 and 32 concurrent clients.
+
+Servers (each in its own process; the load comes from separate client processes):
+  bare     a bare aiohttp server running onnxruntime in-process (the peer)
+  gateway  the gateway (auth, rate limit, validation, balancing, metrics) over an
+           in-process worker directory running the same onnxruntime session
+  ray      Ray Serve, only if installed
+The model is the same tiny MLP (64-256-10, seeded), built with onnx.helper; every
+request sends one 1x64 float32 row as JSON and gets 1x10 back.
+
+  PYTHONPATH=. python scripts/bench/gateway.py [--seconds 2] [--rounds 3] [--concurrency 1 32]
+
+Both servers run at once and the runs alternate, so the machine's noise hits both
+alike; the table shows medians over the rounds, and each server's CPU time per
+request (read from /proc), which noise disturbs far less than throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+# this file is named gateway.py: keep its folder off the path so `gateway` is the package
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+MODEL_ID = "mlp"
+
+
+def build_mlp(seed: int = 0) -> bytes:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    init = [numpy_helper.from_array((rng.standard_normal(s) * 0.1).astype(np.float32), n)
+            for n, s in (("W1", (64, 256)), ("b1", (256,)), ("W2", (256, 10)), ("b2", (10,)))]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h1"]), helper.make_node("Add", ["h1", "b1"], ["h2"]),
+             helper.make_node("Relu", ["h2"], ["h3"]), helper.make_node("MatMul", ["h3", "W2"], ["h4"]),
+             helper.make_node("Add", ["h4", "b2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def session():
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(build_mlp(), opts, providers=["CPUExecutionProvider"])
+
+
+# ---------------------------------------------------------------- servers
+
+async def serve_bare(port: int) -> None:
+    from aiohttp import web
+    sess = session()
+
+    async def infer(request):
+        body = await request.json()
+        spec = body["inputs"]["x"]
+        x = np.asarray(spec["data"], dtype=np.float32).reshape(spec["shape"])
+        (y,) = sess.run(None, {"x": x})
+        return web.json_response({"outputs": {"y": {"shape": list(y.shape), "dtype": "float32",
+                                                    "data": y.ravel().tolist()}}})
+
+    app = web.Application()
+    app.router.add_post(f"/api/v1/inference/{MODEL_ID}", infer)
+    await _run(app, port)
+
+
+async def serve_gateway(port: int, key_path: str) -> None:
+    from gateway.app import create_app
+    from gateway.auth import KeyStore
+    from gateway.config import GatewayConfig
+    from gateway.directory import LocalWorker, LocalWorkerDirectory
+
+    sess = session()
+    names = [o.name for o in sess.get_outputs()]
+    sig = {"id": MODEL_ID, "version": "1", "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 64]}],
+           "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 10]}]}
+
+    async def infer(value):
+        return {"outputs": dict(zip(names, sess.run(None, value["inputs"]))), "version": "1"}
+
+    async def capacity(value):
+        return {"load": 0, "queue": 0, "max_concurrent": 64}
+
+    async def models(value):
+        return {"models": [sig]}
+
+    tmp = tempfile.mkdtemp()
+    keys = KeyStore(os.path.join(tmp, "keys.sqlite3"))
+    key, _ = keys.create("bench", frozenset({"infer"}), rate=1e9, burst=10**9)
+    with open(key_path, "w") as f:
+        f.write(key)
+    directory = LocalWorkerDirectory()
+    directory.add(MODEL_ID, LocalWorker("local-0", {"infer": infer, "capacity": capacity, "models": models}))
+    await _run(create_app(GatewayConfig(port=port, ping_interval_s=1.0), directory, keys), port)
+
+
+async def _run(app, port: int) -> None:
+    from aiohttp import web
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print("READY", flush=True)
+    await asyncio.Event().wait()
+
+
+# ---------------------------------------------------------------- client
+
+async def load(url: str, key: str | None, concurrency: int, seconds: float) -> dict:
+    import aiohttp
+    rng = np.random.default_rng(1)
+    body = json.dumps({"inputs": {"x": {"shape": [1, 64], "dtype": "float32",
+                                        "data": rng.standard_normal(64).astype(np.float32).tolist()}}})
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    latencies: list[float] = []
+    errors = total = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+        async def one() -> float:
+            t = time.perf_counter()
+            async with http.post(url, data=body, headers=headers) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"status {r.status}: {await r.text()}")
+            return time.perf_counter() - t
+
+        warm_end = time.perf_counter() + min(1.0, seconds / 3)
+        async def worker(record_until: float) -> None:
+            nonlocal errors, total
+            while time.perf_counter() < record_until:
+                total += 1
+                try:
+                    dt = await one()
+                except RuntimeError:
+                    errors += 1
+                    continue
+                if time.perf_counter() > warm_end:
+                    latencies.append(dt)
+        await asyncio.gather(*(worker(warm_end + seconds) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - warm_end
+    return {"errors": errors, "rps": len(latencies) / elapsed, "latencies": latencies, "total": total}
+
+
+def summarize(parts: list[dict]) -> dict:
+    """One measurement from the parts of its client processes."""
+    latencies = sorted(x for p in parts for x in p["latencies"])
+    return {"rps": sum(p["rps"] for p in parts), "errors": sum(p["errors"] for p in parts),
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
+
+
+# ---------------------------------------------------------------- driver
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, mode: str):
+        self.port = free_port()
+        key_path = tempfile.mktemp()
+        self.proc = subprocess.Popen([sys.executable, __file__, "serve", mode, str(self.port), key_path],
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if line.strip() != "READY":
+            raise RuntimeError(f"{mode} server did not start: {line!r}")
+        self.key = open(key_path).read() if os.path.exists(key_path) else ""
+
+    def load(self, concurrency: int, seconds: float, procs: int) -> dict:
+        """Load from `procs` client processes sharing `concurrency` (one client must not be the bottleneck)."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/inference/{MODEL_ID}"
+        procs = max(1, min(procs, concurrency))
+        shares = [concurrency // procs + (i < concurrency % procs) for i in range(procs)]
+        cpu0 = self.cpu_seconds()
+        clients = [subprocess.Popen([sys.executable, __file__, "client", url, self.key, str(n), str(seconds)],
+                                    stdout=subprocess.PIPE, text=True) for n in shares]
+        parts = []
+        for c in clients:
+            out, _ = c.communicate()
+            if c.returncode != 0:
+                raise RuntimeError("client failed")
+            parts.append(json.loads(out))
+        result = summarize(parts)
+        total = sum(p["total"] for p in parts)
+        result["cpu_us"] = 1e6 * (self.cpu_seconds() - cpu0) / max(total, 1)
+        return result
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process (noise-resistant cost per request)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def median_of(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "errors", "cpu_us")}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        mode, port = sys.argv[2], int(sys.argv[3])
+        asyncio.run(serve_bare(port) if mode == "bare" else serve_gateway(port, sys.argv[4]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "client":
+        url, key, c, seconds = sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+        print(json.dumps(asyncio.run(load(url, key or None, c, seconds))))
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=2.0, help="measured seconds per point (after 1 s warm-up)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--client-procs", type=int, default=2, help="client processes sharing the concurrency")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    args = p.parse_args()
+    modes = ("bare", "gateway")
+    servers = {m: Server(m) for m in modes}   # both up at once; runs alternate so noise hits both alike
+    runs: dict = {m: {c: [] for c in args.concurrency} for m in modes}
+    try:
+        for _ in range(args.rounds):
+            for c in args.concurrency:
+                for m in modes:
+                    runs[m][c].append(servers[m].load(c, args.seconds, args.client_procs))
+    finally:
+        for s in servers.values():
+            s.stop()
+    results = {m: {c: median_of(runs[m][c]) for c in args.concurrency} for m in modes}
+    try:
+        import ray.serve  # noqa: F401
+        print("ray serve: installed, but its variant is not wired in this script yet")
+    except ImportError:
+        print("ray serve: not installed")
+    print(f"{'server':<28}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'req/s vs bare':>15}"
+          f"{'server CPU us/req':>19}{'CPU vs bare':>13}")
+    for mode, label in (("bare", "bare aiohttp+onnxruntime"), ("gateway", "gateway (in-process worker)")):
+        for c in args.concurrency:
+            r, base = results[mode][c], results["bare"][c]
+            print(f"{label:<28}{c:>8}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8.0f}"
+                  f"{r['rps'] / base['rps']:>15.2f}{r['cpu_us']:>19.0f}{r['cpu_us'] / base['cpu_us']:>13.2f}")
+
+
+if __name__ == "__main__":
+    main()

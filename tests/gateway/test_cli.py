@@ -1,0 +1,72 @@
+"""`python -m gateway` CLI: --help lists every option; keys create/list/revoke in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gateway.auth import KeyStore
+from gateway.config import _OPTIONS, GatewayConfig, from_args
+from gateway.errors import Unauthorized
+
+ENV = {**os.environ, "PYTHONPATH": "."}
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60,
+                          env=ENV)
+
+
+def test_help_documents_every_option():
+    out = run("--help").stdout
+    for _name, flag, _t, env, _h in _OPTIONS:
+        assert flag in out and env in out, flag
+    assert len(_OPTIONS) == len(GatewayConfig.__dataclass_fields__)
+
+
+def test_config_from_env_and_cli():
+    c = from_args(["--port", "3100", "--model", "a"], {"MESH_API_KEY": "k", "MESH_GATEWAY_PORT": "9",
+                                                        "MESH_BOOTSTRAP": "127.0.0.1:1,127.0.0.1:2",
+                                                        "MESH_STRATEGY": "random"})
+    assert (c.port, c.api_key, c.models, c.strategy) == (3100, "k", ("a",), "random")
+    assert c.bootstrap == (("127.0.0.1", 1), ("127.0.0.1", 2))
+
+
+def test_keys_create_list_revoke(tmp_path):
+    db = str(tmp_path / "k.sqlite3")
+    r = run("keys", "--keys-db", db, "create", "--name", "ci", "--scopes", "infer,models:read", "--rate", "5",
+            "--json")
+    assert r.returncode == 0, r.stderr
+    created = json.loads(r.stdout)
+    key = created["key"]
+    assert key.startswith("mk_") and created["scopes"] == ["infer", "models:read"] and created["rate"] == 5.0
+    store = KeyStore(db, cache_s=0.0)
+    assert store.authenticate(key).id == created["id"]
+    listed = run("keys", "--keys-db", db, "list").stdout
+    assert f"{created['id']}\tactive\tinfer,models:read\tci" in listed and key not in listed
+    r = run("keys", "--keys-db", db, "revoke", created["id"])
+    assert r.returncode == 0 and "revoked" in r.stdout
+    assert json.loads(run("keys", "--keys-db", db, "list", "--json").stdout)[0]["revoked"] is not None
+    assert run("keys", "--keys-db", db, "revoke", created["id"]).returncode == 1
+    r = run("keys", "--keys-db", db, "create", "--name", "x", "--scopes", "root")
+    assert r.returncode == 2 and "scopes must be" in r.stderr
+    with pytest.raises(Unauthorized, match="revoked"):
+        store.authenticate(key)
+    store.close()
+    # read the file only now: closing any descriptor of it drops this process's SQLite locks
+    with open(db, "rb") as f:
+        assert key.encode() not in f.read()   # stored hashed only
+
+
+def test_serve_without_mesh_layer_says_so(tmp_path):
+    try:
+        import mesh.swarm  # noqa: F401
+    except ImportError:
+        r = run("--keys-db", str(tmp_path / "k.sqlite3"), "--port", "0")
+        assert r.returncode == 2 and "mesh layer is not available" in r.stderr
+    else:
+        pytest.skip("the mesh layer exists: serving is covered by tests/integration/test_gateway_e2e.py")
