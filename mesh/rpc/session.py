@@ -75,6 +75,7 @@ class Session:
         self.error: BaseException | None = None
         # (protocol, id or None) -> fn(id, handshake) that opens a channel for a remote open
         self._factories: dict[tuple[str, bytes | None], Callable[[bytes | None, bytes], None]] = {}
+        self._deferred: set[tuple[str, bytes | None]] = set()
         self._reader: asyncio.Task | None = None
 
     # ------------------------------------------------------------ API for protocols
@@ -94,6 +95,11 @@ class Session:
         (and `id`, or any id when None); it may open a matching channel."""
         self._factories[(protocol, id)] = factory
         self._start()
+
+    def defer_remote_open(self, protocol: str, id: bytes | None) -> None:  # noqa: A002
+        """Keep a remote open of (protocol, id) pending, with its messages buffered,
+        until a local channel opens for it (instead of rejecting it at once)."""
+        self._deferred.add((protocol, id))
 
     def send(self, channel: Any, type_: int, payload: bytes) -> bool:
         if self.cork_writes and not self.closed:
@@ -151,10 +157,11 @@ class Session:
 
     # ------------------------------------------------------------ reading
 
-    def _pair(self, protocol: str, id: bytes | None, handshake: bytes) -> None:  # noqa: A002
+    def _pair(self, protocol: str, id: bytes | None, handshake: bytes) -> bool:  # noqa: A002
         factory = self._factories.get((protocol, id)) or self._factories.get((protocol, None))
         if factory is not None:
             factory(id, handshake)
+        return (protocol, id) in self._deferred
 
     def _start(self) -> None:
         if self._reader is None and not self.closed:

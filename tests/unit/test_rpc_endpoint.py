@@ -400,3 +400,19 @@ async def test_random_garbage_never_crashes_the_server():
         await asyncio.wait_for(session._reader, 2)  # the reader ends cleanly, no exception
         assert session.closed
     assert survived and destroyed
+
+
+async def test_remote_server_channel_waits_for_a_late_rpc_peer():
+    # like a Node @hyperswarm/rpc server, a serves on the connection at once; b serves too
+    # and only later decides to call a: a's server channel must not be rejected meanwhile
+    a, b = pipe()
+    sa, sb = make_server(), RpcServer()
+    sa.attach(a)
+    sb.attach(b)
+    server_a = next(iter(sa.channels))
+    probe = RpcPeer(a)  # a calls b, so both sessions are reading
+    with pytest.raises(UnknownMethodError):
+        await asyncio.wait_for(probe.request("nothing"), 5)
+    peer = RpcPeer(b)
+    assert await asyncio.wait_for(peer.request("echo", "late"), 5) == "late"
+    assert not server_a.is_closed and session_for(b).mux.counters.get("rejected_open", 0) == 0
