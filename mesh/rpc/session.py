@@ -76,6 +76,7 @@ class Session:
         # (protocol, id or None) -> fn(id, handshake) that opens a channel for a remote open
         self._factories: dict[tuple[str, bytes | None], Callable[[bytes | None, bytes], None]] = {}
         self._deferred: set[tuple[str, bytes | None]] = set()
+        self._draining: asyncio.Future | None = None
         self._reader: asyncio.Task | None = None
 
     # ------------------------------------------------------------ API for protocols
@@ -152,8 +153,19 @@ class Session:
         large is written first so that the wait covers it."""
         if self._corked and self.mux.batch_bytes > 64 * 1024:
             self.uncork()
-        if not self.closed:
+        if self.closed:
+            return
+        # One conn.drain() at a time; concurrent callers (one per in-flight request)
+        # share its result, so a transport that keeps a single drain waiter works too.
+        if self._draining is not None:
+            await asyncio.shield(self._draining)
+            return
+        fut = self._draining = asyncio.get_running_loop().create_future()
+        try:
             await self.conn.drain()
+        finally:
+            self._draining = None
+            fut.set_result(None)
 
     # ------------------------------------------------------------ reading
 

@@ -416,3 +416,42 @@ async def test_remote_server_channel_waits_for_a_late_rpc_peer():
     peer = RpcPeer(b)
     assert await asyncio.wait_for(peer.request("echo", "late"), 5) == "late"
     assert not server_a.is_closed and session_for(b).mux.counters.get("rejected_open", 0) == 0
+
+
+class SingleWaiterDrain:
+    """Wraps a pipe end; its drain() keeps one waiter, like some transports do."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self.concurrent = self.max_concurrent = 0
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def __aiter__(self):
+        return self._conn.__aiter__()
+
+    async def drain(self):
+        self.concurrent += 1
+        self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            await self._conn.drain()
+        finally:
+            self.concurrent -= 1
+
+
+async def test_concurrent_requests_share_one_drain_under_backpressure():
+    a, b = pipe(high_water=4096, slow_reader=True)
+    make_server().attach(b)
+    wrapped = SingleWaiterDrain(a)
+    peer = RpcPeer(wrapped)
+    b.release(1)
+    tasks = [asyncio.ensure_future(peer.request("recho", bytes([i]) * 10000, encoding="raw")) for i in range(20)]
+    await asyncio.wait_for(_until(lambda: wrapped.concurrent == 1), 5)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not any(t.done() for t in tasks)
+    b.release()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert results == [bytes([i]) * 10000 for i in range(20)]
+    assert wrapped.max_concurrent == 1
