@@ -5,6 +5,8 @@ secret-stream on a TCP connection), not over HyperDHT + UDX.
 
   python scripts/rpc_tcp_peer.py serve SEEDHEX          print {"port", "publicKey"}, serve until killed
   python scripts/rpc_tcp_peer.py call PORT SERVERPKHEX  call a Node server, print one JSON line of results
+  python scripts/rpc_tcp_peer.py serve SEEDHEX CAPHEX   the same server with a capability
+  python scripts/rpc_tcp_peer.py capcall PORT SERVERPKHEX CAPHEX   echo with the right and a wrong capability
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ class Nope(Exception):
     code = "E_NOPE"
 
 
-def python_server() -> RpcServer:
+def python_server(capability: bytes | None = None) -> RpcServer:
     events: list[str] = []
-    server = RpcServer()
+    server = RpcServer(capability=capability)
     server.respond("echo", lambda b: b, encoding="raw")
     server.respond("jecho", lambda d: {"echo": d, "from": "python"}, encoding="json", inband_errors=True)
     server.respond("mecho", lambda d: {"echo": d, "from": "python"}, encoding="msgpack")
@@ -51,9 +53,9 @@ def python_server() -> RpcServer:
     return server
 
 
-async def serve(seed_hex: str) -> None:
+async def serve(seed_hex: str, cap_hex: str | None = None) -> None:
     kp = crypto.keypair(bytes.fromhex(seed_hex))
-    server = python_server()
+    server = python_server(bytes.fromhex(cap_hex) if cap_hex else None)
     tcp = await tcp_serve(kp, server.attach)
     out({"port": tcp.sockets[0].getsockname()[1], "publicKey": kp.public_key.hex()})
     async with tcp:
@@ -84,8 +86,23 @@ async def call(port: str, server_pk_hex: str) -> None:
     out(res)
 
 
+async def capcall(port: str, server_pk_hex: str, cap_hex: str) -> None:
+    res: dict = {}
+    for name, cap in (("right", bytes.fromhex(cap_hex)), ("wrong", bytes(32))):
+        conn = await tcp_connect(int(port), bytes.fromhex(server_pk_hex), crypto.keypair())
+        peer = RpcPeer(conn, capability=cap)
+        try:
+            res[name] = (await peer.request("echo", b"cap", encoding="raw", timeout=5)).decode()
+        except RpcError as e:
+            res[name] = {"code": e.code, "message": e.message}
+        conn.destroy()
+    out(res)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        asyncio.run(serve(sys.argv[2]))
+        asyncio.run(serve(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))
+    elif sys.argv[1] == "capcall":
+        asyncio.run(capcall(sys.argv[2], sys.argv[3], sys.argv[4]))
     else:
         asyncio.run(call(sys.argv[2], sys.argv[3]))
