@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mesh import crypto  # noqa: E402
 from mesh.rpc import RpcError, RpcPeer, RpcServer  # noqa: E402
+from mesh.rpc.session import session_for  # noqa: E402
 from tests.interop.rpc_tcp_adapter import tcp_connect, tcp_serve  # noqa: E402
 
 
@@ -80,6 +81,10 @@ async def call(port: str, server_pk_hex: str) -> None:
                          "cause_code": getattr(e, "cause_code", None)}
     peer.event("note", b"event from python", encoding="raw")
     res["events"] = await peer.request("events", None, encoding="json", timeout=5)
+    # 50 concurrent requests leave as protomux batches; Node answers batches with batches
+    burst = await asyncio.gather(*(peer.request("echo", b"%d" % i, encoding="raw", timeout=10) for i in range(50)))
+    res["burst"] = burst == [b"%d" % i for i in range(50)]
+    res["mux"] = dict(session_for(conn).mux.counters)
     big = os.urandom(1_000_000)
     res["big"] = (await peer.request("echo", big, encoding="raw", timeout=10)) == big
     conn.destroy()

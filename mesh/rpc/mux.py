@@ -158,6 +158,7 @@ class Mux:
         if len(batch) == 1:  # a batch of one is sent as the plain message
             self._out.append(_unsplit(*batch[0]))
         elif batch:
+            self._count("batches_sent")
             self._out.append(mc.encode_batch(batch))
 
     def cork(self) -> None:
@@ -255,6 +256,7 @@ class Mux:
         items = mc.decode(message)
         corked = len(items) > 1
         if corked:
+            self._count("batches_received")
             self.cork()
         try:
             for item in items:

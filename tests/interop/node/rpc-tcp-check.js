@@ -249,6 +249,7 @@ async function partB() {
   check(r.timeout.code === 'TIMEOUT_EXCEEDED', 'Python-side timeout -> ' + JSON.stringify(r.timeout))
   check(r.events.includes('event from python'), 'event from Python reached the Node handler')
   check(r.big === true, '1 MB echo from Python')
+  check(r.burst === true && r.mux.batches_sent > 0 && r.mux.batches_received > 0, '50 concurrent requests from Python sent as protomux batches, Node answered with batches: ' + JSON.stringify(r.mux))
 
   // capability handshake: Node server with a capability, Python client with the right / a wrong one
   const capServer = rpc.createServer({ capability: CAP })
