@@ -455,3 +455,16 @@ async def test_concurrent_requests_share_one_drain_under_backpressure():
     results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
     assert results == [bytes([i]) * 10000 for i in range(20)]
     assert wrapped.max_concurrent == 1
+
+
+async def test_handler_flood_is_answered_busy_beyond_the_limit():
+    server = make_server(config=RpcConfig(max_handlers=10))
+    peer, *_ = await connected(server)
+    slow = [asyncio.ensure_future(peer.request("slow", 30.0)) for _ in range(10)]
+    await asyncio.wait_for(_until(lambda: len(next(iter(server.channels))._tasks) == 10), 5)
+    with pytest.raises(RequestFailedError) as ei:
+        await asyncio.wait_for(peer.request("echo", 1), 5)
+    assert ei.value.code == "BUSY"
+    for t in slow:
+        t.cancel()
+    await asyncio.gather(*slow, return_exceptions=True)
