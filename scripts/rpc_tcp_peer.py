@@ -5,6 +5,8 @@ secret-stream on a TCP connection), not over HyperDHT + UDX.
 
   python scripts/rpc_tcp_peer.py serve SEEDHEX          print {"port", "publicKey"}, serve until killed
   python scripts/rpc_tcp_peer.py call PORT SERVERPKHEX  call a Node server, print one JSON line of results
+  python scripts/rpc_tcp_peer.py serve SEEDHEX CAPHEX   the same server with a capability
+  python scripts/rpc_tcp_peer.py capcall PORT SERVERPKHEX CAPHEX   echo with the right and a wrong capability
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mesh import crypto  # noqa: E402
 from mesh.rpc import RpcError, RpcPeer, RpcServer  # noqa: E402
+from mesh.rpc.session import session_for  # noqa: E402
 from tests.interop.rpc_tcp_adapter import tcp_connect, tcp_serve  # noqa: E402
 
 
@@ -30,9 +33,9 @@ class Nope(Exception):
     code = "E_NOPE"
 
 
-def python_server() -> RpcServer:
+def python_server(capability: bytes | None = None) -> RpcServer:
     events: list[str] = []
-    server = RpcServer()
+    server = RpcServer(capability=capability)
     server.respond("echo", lambda b: b, encoding="raw")
     server.respond("jecho", lambda d: {"echo": d, "from": "python"}, encoding="json", inband_errors=True)
     server.respond("mecho", lambda d: {"echo": d, "from": "python"}, encoding="msgpack")
@@ -51,9 +54,9 @@ def python_server() -> RpcServer:
     return server
 
 
-async def serve(seed_hex: str) -> None:
+async def serve(seed_hex: str, cap_hex: str | None = None) -> None:
     kp = crypto.keypair(bytes.fromhex(seed_hex))
-    server = python_server()
+    server = python_server(bytes.fromhex(cap_hex) if cap_hex else None)
     tcp = await tcp_serve(kp, server.attach)
     out({"port": tcp.sockets[0].getsockname()[1], "publicKey": kp.public_key.hex()})
     async with tcp:
@@ -78,14 +81,33 @@ async def call(port: str, server_pk_hex: str) -> None:
                          "cause_code": getattr(e, "cause_code", None)}
     peer.event("note", b"event from python", encoding="raw")
     res["events"] = await peer.request("events", None, encoding="json", timeout=5)
+    # 50 concurrent requests leave as protomux batches; Node answers batches with batches
+    burst = await asyncio.gather(*(peer.request("echo", b"%d" % i, encoding="raw", timeout=10) for i in range(50)))
+    res["burst"] = burst == [b"%d" % i for i in range(50)]
+    res["mux"] = dict(session_for(conn).mux.counters)
     big = os.urandom(1_000_000)
     res["big"] = (await peer.request("echo", big, encoding="raw", timeout=10)) == big
     conn.destroy()
     out(res)
 
 
+async def capcall(port: str, server_pk_hex: str, cap_hex: str) -> None:
+    res: dict = {}
+    for name, cap in (("right", bytes.fromhex(cap_hex)), ("wrong", bytes(32))):
+        conn = await tcp_connect(int(port), bytes.fromhex(server_pk_hex), crypto.keypair())
+        peer = RpcPeer(conn, capability=cap)
+        try:
+            res[name] = (await peer.request("echo", b"cap", encoding="raw", timeout=5)).decode()
+        except RpcError as e:
+            res[name] = {"code": e.code, "message": e.message}
+        conn.destroy()
+    out(res)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        asyncio.run(serve(sys.argv[2]))
+        asyncio.run(serve(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))
+    elif sys.argv[1] == "capcall":
+        asyncio.run(capcall(sys.argv[2], sys.argv[3], sys.argv[4]))
     else:
         asyncio.run(call(sys.argv[2], sys.argv[3]))

@@ -222,6 +222,10 @@ class RpcChannel:
             self._count("unknown_method")
             self._reply_error(req.id, E.unknown_method(req.method))
             return
+        if len(self._tasks) >= self.config.max_handlers:
+            self._count("busy")
+            self._reply_error(req.id, E.busy(self.config.max_handlers))
+            return
         task = asyncio.get_running_loop().create_task(self._serve(req, responder))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -155,6 +155,10 @@ def encode_failed(cause: str, cause_code: str | None = None) -> WireError:
     return WireError("Could not encode response", ENCODE_ERROR, cause, cause_code)
 
 
+def busy(limit: int) -> WireError:
+    return WireError("Request failed", REQUEST_ERROR, f"more than {limit} requests in progress", "BUSY")
+
+
 def request_failed(exc: BaseException) -> WireError:
     """REQUEST_ERROR for a handler's exception: its message, and its `code` /
     `context` attributes when they are strings (ints are sent as text)."""

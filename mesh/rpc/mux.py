@@ -80,7 +80,8 @@ class ChannelClosed:
 
 
 Event = ChannelOpened | ChannelMessage | ChannelClosed
-PairHook = Callable[[str, "bytes | None", bytes], None]
+PairHook = Callable[[str, "bytes | None", bytes], "bool | None"]
+MAX_PENDING_BUFFER = 4 * 1024 * 1024  # beyond this, a deferred open is rejected and its messages dropped
 
 
 def _key(protocol: str, id: bytes | None) -> tuple[str, bytes]:  # noqa: A002
@@ -91,7 +92,9 @@ class Mux:
     """The protomux state machine for one connection."""
 
     def __init__(self, pair: PairHook | None = None):
-        self.pair = pair  # called on an unpaired remote open; may call open_channel()
+        # called on an unpaired remote open; may call open_channel(), or return True
+        # to keep the open pending (buffered) for a local channel that opens later
+        self.pair = pair
         self._local: dict[int, Channel] = {}
         self._local_len = 0
         self._free: list[int] = []
@@ -155,6 +158,7 @@ class Mux:
         if len(batch) == 1:  # a batch of one is sent as the plain message
             self._out.append(_unsplit(*batch[0]))
         elif batch:
+            self._count("batches_sent")
             self._out.append(mc.encode_batch(batch))
 
     def cork(self) -> None:
@@ -252,6 +256,7 @@ class Mux:
         items = mc.decode(message)
         corked = len(items) > 1
         if corked:
+            self._count("batches_received")
             self.cork()
         try:
             for item in items:
@@ -273,6 +278,10 @@ class Mux:
             self._count("unknown_channel")
             return
         if type(slot) is _Pending:
+            if self.buffered + len(m.payload) + 512 > MAX_PENDING_BUFFER:
+                self._count("pending_overflow")
+                self.reject(m.remote_id)
+                return
             slot.messages.append((m.type, m.payload))
             self.buffered += len(m.payload) + 512
             return
@@ -301,13 +310,10 @@ class Mux:
             return
         self._remote[rid] = _Pending(o.protocol, o.id, o.handshake)
         self._incoming.setdefault(key, deque()).append(rid)
-        if self.pair is not None:
-            self.pair(o.protocol, o.id, o.handshake)
-        incoming = self._incoming.get(key)
-        if incoming and rid in incoming:
-            incoming.remove(rid)
+        keep = self.pair(o.protocol, o.id, o.handshake) if self.pair is not None else False
+        if type(self._remote.get(rid)) is _Pending and not keep:
             self.reject(rid)
-        if incoming is not None and not incoming:
+        elif not self._incoming.get(key, True):
             del self._incoming[key]
 
     def reject(self, remote_id: int) -> None:
@@ -315,6 +321,13 @@ class Mux:
         pending = self._remote.pop(remote_id, None)
         if type(pending) is _Pending:
             self.buffered -= sum(len(p) + 512 for _, p in pending.messages)
+            key = _key(pending.protocol, pending.id)
+            incoming = self._incoming.get(key)
+            if incoming is not None:
+                if remote_id in incoming:
+                    incoming.remove(remote_id)
+                if not incoming:
+                    del self._incoming[key]
         self._count("rejected_open")
         self._write(mc.encode_reject(remote_id))
 
@@ -335,6 +348,8 @@ class Mux:
         slot = self._remote.get(c.remote_id)
         if type(slot) is Channel:
             self._close(slot, remote=True)
+        elif type(slot) is _Pending:
+            self.reject(c.remote_id)  # the peer gave up on a deferred open: free its id
         else:
             self._count("close_unknown_channel")
 

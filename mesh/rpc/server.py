@@ -55,6 +55,12 @@ class RpcServer:
 
 
         session.on_remote_open(PROTOCOL, channel_id, reopen)
+        # A Node peer's own RPC server opens its channel (id = its key) on every
+        # connection, and @hyperswarm/rpc destroys the connection if that channel is
+        # rejected: keep it pending until an RpcPeer on this connection pairs with it.
+        remote_key = getattr(conn, "remote_public_key", None)
+        if remote_key is not None and remote_key != channel_id:
+            session.defer_remote_open(PROTOCOL, remote_key)
         return self._open(session, channel_id)
 
     def _open(self, session: Any, channel_id: bytes) -> RpcChannel:

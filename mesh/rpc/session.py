@@ -75,6 +75,8 @@ class Session:
         self.error: BaseException | None = None
         # (protocol, id or None) -> fn(id, handshake) that opens a channel for a remote open
         self._factories: dict[tuple[str, bytes | None], Callable[[bytes | None, bytes], None]] = {}
+        self._deferred: set[tuple[str, bytes | None]] = set()
+        self._draining: asyncio.Future | None = None
         self._reader: asyncio.Task | None = None
 
     # ------------------------------------------------------------ API for protocols
@@ -94,6 +96,11 @@ class Session:
         (and `id`, or any id when None); it may open a matching channel."""
         self._factories[(protocol, id)] = factory
         self._start()
+
+    def defer_remote_open(self, protocol: str, id: bytes | None) -> None:  # noqa: A002
+        """Keep a remote open of (protocol, id) pending, with its messages buffered,
+        until a local channel opens for it (instead of rejecting it at once)."""
+        self._deferred.add((protocol, id))
 
     def send(self, channel: Any, type_: int, payload: bytes) -> bool:
         if self.cork_writes and not self.closed:
@@ -146,15 +153,27 @@ class Session:
         large is written first so that the wait covers it."""
         if self._corked and self.mux.batch_bytes > 64 * 1024:
             self.uncork()
-        if not self.closed:
+        if self.closed:
+            return
+        # One conn.drain() at a time; concurrent callers (one per in-flight request)
+        # share its result, so a transport that keeps a single drain waiter works too.
+        if self._draining is not None:
+            await asyncio.shield(self._draining)
+            return
+        fut = self._draining = asyncio.get_running_loop().create_future()
+        try:
             await self.conn.drain()
+        finally:
+            self._draining = None
+            fut.set_result(None)
 
     # ------------------------------------------------------------ reading
 
-    def _pair(self, protocol: str, id: bytes | None, handshake: bytes) -> None:  # noqa: A002
+    def _pair(self, protocol: str, id: bytes | None, handshake: bytes) -> bool:  # noqa: A002
         factory = self._factories.get((protocol, id)) or self._factories.get((protocol, None))
         if factory is not None:
             factory(id, handshake)
+        return (protocol, id) in self._deferred
 
     def _start(self) -> None:
         if self._reader is None and not self.closed:

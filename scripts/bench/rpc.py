@@ -9,8 +9,9 @@ at each in-flight level: requests/s, p50 and p99 latency. Pairs:
   py-py/pipe        mesh.rpc client and server in one process over mesh.rpc.pipe (no transport cost)
   py-py/tcp         mesh.rpc client here, server in a second process, over the TCP stand-in
                     (Noise IK + secret-stream on TCP: tests/interop/rpc_tcp_adapter.py)
-  py-node/dht       mesh.rpc client -> Node server over mesh.connect     (once mesh.connect exists)
-  py-py/dht         mesh.rpc over real DHT connections in two processes  (once mesh.connect exists)
+  py-node/dht       mesh.rpc client -> Node rpc-server.js over a real DHT connection (mesh.connect)
+  py-py/dht         mesh.rpc client -> mesh.rpc server (second process) over a real DHT connection
+                    (these two run only where mesh.connect exists)
 
 Ratios are printed against node-node/dht measured in the same run.
 """
@@ -124,8 +125,92 @@ def dht_pairs_available() -> bool:
     return True
 
 
+# ---------------------------------------------------------------- over real DHT connections (mesh.connect)
+
+async def python_dht(bootstrap):
+    from mesh.dht import DHT, DHTConfig
+    from mesh.net import UDPNetwork
+
+    dht = DHT(DHTConfig(bootstrap=tuple(bootstrap), host="127.0.0.1", port=0, ephemeral=True),
+              network=UDPNetwork())
+    await dht.ready()
+    return dht
+
+
+async def dht_connect(dht, public_key, keypair):
+    if hasattr(dht, "connect"):
+        return await dht.connect(public_key)
+    from mesh.connect import connect
+    return await connect(dht, public_key, keypair=keypair)
+
+
+async def dht_serve(dht, keypair, on_connection):
+    if hasattr(dht, "create_server"):
+        server = dht.create_server()
+    else:
+        from mesh.server import create_server
+        server = create_server(dht)
+    server.on_connection(on_connection)
+    await server.listen(keypair)
+    return server
+
+
+async def node_testnet_server():
+    """rpc-server.js on its own hyperdht testnet: (process, server key hex, bootstrap list)."""
+    proc = await asyncio.create_subprocess_exec("node", str(NODE / "rpc-server.js"), "--testnet", "3",
+                                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    info = json.loads(await proc.stdout.readline())
+    bootstrap = [(h, int(p)) for h, p in (b.split(":") for b in info["bootstrap"])]
+    return proc, info["publicKey"], bootstrap
+
+
+async def py_node_dht(n, levels, value):
+    proc, key, bootstrap = await node_testnet_server()
+    try:
+        dht = await python_dht(bootstrap)
+        conn = await asyncio.wait_for(dht_connect(dht, bytes.fromhex(key), crypto.keypair()), 30)
+        peer = RpcPeer(conn)
+        res = await measure(lambda: peer.request("echo", value, encoding="raw"), n, levels)
+        conn.destroy()
+        await dht.destroy()
+        return res
+    finally:
+        proc.stdin.close()
+        await asyncio.wait_for(proc.wait(), 20)
+
+
+async def py_py_dht(n, levels, value):
+    proc, _key, bootstrap = await node_testnet_server()  # the testnet only
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--serve-dht", ",".join(f"{h}:{p}" for h, p in bootstrap),
+        stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        info = json.loads(await server.stdout.readline())
+        dht = await python_dht(bootstrap)
+        conn = await asyncio.wait_for(dht_connect(dht, bytes.fromhex(info["publicKey"]), crypto.keypair()), 30)
+        peer = RpcPeer(conn)
+        res = await measure(lambda: peer.request("echo", value, encoding="raw"), n, levels)
+        conn.destroy()
+        await dht.destroy()
+        return res
+    finally:
+        server.terminate()
+        await server.wait()
+        proc.stdin.close()
+        await asyncio.wait_for(proc.wait(), 20)
+
+
+async def serve_dht(bootstrap: str) -> None:
+    dht = await python_dht([(h, int(p)) for h, p in (b.split(":") for b in bootstrap.split(","))])
+    kp = crypto.keypair()
+    await dht_serve(dht, kp, echo_server().attach)
+    print(json.dumps({"publicKey": kp.public_key.hex()}), flush=True)
+    await asyncio.Event().wait()
+
+
 PAIRS = {"node-node/dht": node_node_dht, "py-py/pipe": py_py_pipe, "py-py/tcp": py_py_tcp}
-# py-node/dht and py-py/dht slot in here once mesh.connect lands (same measure() on RpcClient(dht.connect)).
+if dht_pairs_available():
+    PAIRS.update({"py-node/dht": py_node_dht, "py-py/dht": py_py_dht})
 
 
 async def serve_tcp() -> None:
@@ -168,5 +253,6 @@ if __name__ == "__main__":
     ap.add_argument("--pairs", default=",".join(PAIRS))
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--serve-tcp", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-dht", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    asyncio.run(serve_tcp() if a.serve_tcp else main(a))
+    asyncio.run(serve_tcp() if a.serve_tcp else serve_dht(a.serve_dht) if a.serve_dht else main(a))

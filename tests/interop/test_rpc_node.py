@@ -4,9 +4,10 @@ Both directions, on a hyperdht testnet on 127.0.0.1 started by rpc-server.js:
   B. Python RpcClient (dht.connect) -> Node rpc-server.js
   A. Node rpc-client.js -> Python RpcServer on dht.create_server()
 
-Written against the planned connection API (HELPERS.md); it is skipped until
-mesh.connect exists. If the final API differs, only `python_dht`, `connect`
-and `serve` below need to change.
+Written against the planned connection API (HELPERS.md: dht.connect /
+dht.create_server), falling back to the module functions mesh.connect.connect
+and mesh.server.create_server; skipped until mesh.connect exists. If the final
+API differs, only `python_dht`, `connect` and `serve` below need to change.
 """
 
 from __future__ import annotations
@@ -32,17 +33,25 @@ async def python_dht(bootstrap):
     from mesh.dht import DHT, DHTConfig
     from mesh.net import UDPNetwork
 
-    dht = DHT(DHTConfig(bootstrap=bootstrap, host="127.0.0.1", port=0, ephemeral=True), network=UDPNetwork())
+    dht = DHT(DHTConfig(bootstrap=tuple(bootstrap), host="127.0.0.1", port=0, ephemeral=True),
+              network=UDPNetwork())
     await dht.ready()
     return dht
 
 
-async def connect(dht, public_key):
-    return await dht.connect(public_key)
+async def connect(dht, public_key, keypair):
+    if hasattr(dht, "connect"):
+        return await dht.connect(public_key)
+    from mesh.connect import connect as connect_
+    return await connect_(dht, public_key, keypair=keypair)
 
 
 async def serve(dht, keypair, on_connection):
-    server = dht.create_server()
+    if hasattr(dht, "create_server"):
+        server = dht.create_server()
+    else:
+        from mesh.server import create_server
+        server = create_server(dht)
     server.on_connection(on_connection)
     await server.listen(keypair)
     return server
@@ -96,7 +105,8 @@ def python_methods() -> RpcServer:
 async def test_python_client_calls_node_server(node_server):
     key, bootstrap = node_server
     dht = await python_dht(bootstrap)
-    client = RpcClient(lambda pk: connect(dht, pk))
+    client_keypair = crypto.keypair()
+    client = RpcClient(lambda pk: connect(dht, pk, client_keypair))
     try:
         hello = b"hello from python"
         assert await client.request(key, "echo", hello, encoding="raw", timeout=15) == hello

@@ -400,3 +400,71 @@ async def test_random_garbage_never_crashes_the_server():
         await asyncio.wait_for(session._reader, 2)  # the reader ends cleanly, no exception
         assert session.closed
     assert survived and destroyed
+
+
+async def test_remote_server_channel_waits_for_a_late_rpc_peer():
+    # like a Node @hyperswarm/rpc server, a serves on the connection at once; b serves too
+    # and only later decides to call a: a's server channel must not be rejected meanwhile
+    a, b = pipe()
+    sa, sb = make_server(), RpcServer()
+    sa.attach(a)
+    sb.attach(b)
+    server_a = next(iter(sa.channels))
+    probe = RpcPeer(a)  # a calls b, so both sessions are reading
+    with pytest.raises(UnknownMethodError):
+        await asyncio.wait_for(probe.request("nothing"), 5)
+    peer = RpcPeer(b)
+    assert await asyncio.wait_for(peer.request("echo", "late"), 5) == "late"
+    assert not server_a.is_closed and session_for(b).mux.counters.get("rejected_open", 0) == 0
+
+
+class SingleWaiterDrain:
+    """Wraps a pipe end; its drain() keeps one waiter, like some transports do."""
+
+    def __init__(self, conn):
+        self._conn = conn
+        self.concurrent = self.max_concurrent = 0
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def __aiter__(self):
+        return self._conn.__aiter__()
+
+    async def drain(self):
+        self.concurrent += 1
+        self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        try:
+            await self._conn.drain()
+        finally:
+            self.concurrent -= 1
+
+
+async def test_concurrent_requests_share_one_drain_under_backpressure():
+    a, b = pipe(high_water=4096, slow_reader=True)
+    make_server().attach(b)
+    wrapped = SingleWaiterDrain(a)
+    peer = RpcPeer(wrapped)
+    b.release(1)
+    tasks = [asyncio.ensure_future(peer.request("recho", bytes([i]) * 10000, encoding="raw")) for i in range(20)]
+    await asyncio.wait_for(_until(lambda: wrapped.concurrent == 1), 5)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not any(t.done() for t in tasks)
+    b.release()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    assert results == [bytes([i]) * 10000 for i in range(20)]
+    assert wrapped.max_concurrent == 1
+
+
+async def test_handler_flood_is_answered_busy_beyond_the_limit():
+    server = make_server(config=RpcConfig(max_handlers=10))
+    peer, *_ = await connected(server)
+    slow = [asyncio.ensure_future(peer.request("slow", 30.0)) for _ in range(10)]
+    await asyncio.wait_for(_until(lambda: len(next(iter(server.channels))._tasks) == 10), 5)
+    with pytest.raises(RequestFailedError) as ei:
+        await asyncio.wait_for(peer.request("echo", 1), 5)
+    assert ei.value.code == "BUSY"
+    for t in slow:
+        t.cancel()
+    await asyncio.gather(*slow, return_exceptions=True)

@@ -218,7 +218,14 @@ frames = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(frames, st.lists(frames, min_size=1, max_size=4)), max_size=12))
 def test_random_frame_sequences_raise_only_decode_errors(seq):
-    mux = Mux(pair=lambda p, i, h: mux.open_channel(p, i) if p == "protomux-rpc" else None)
+    def pair(p, i, h):  # like RpcServer.attach's reopen hook
+        if p == "protomux-rpc":
+            try:
+                mux.open_channel(p, i)
+            except DuplicateChannelError:
+                pass
+
+    mux = Mux(pair=pair)
     mux.open_channel("p", KEY)
     for item in seq:
         if isinstance(item, list):  # several frames in one batch
@@ -234,3 +241,36 @@ def test_random_frame_sequences_raise_only_decode_errors(seq):
         for ev in mux.events():
             assert isinstance(ev, (ChannelOpened, ChannelMessage, ChannelClosed))
         assert mux.buffered >= 0
+
+
+def test_deferred_open_is_buffered_until_a_local_channel_opens():
+    a = Mux()
+    b = Mux(pair=lambda p, i, h: p == "protomux-rpc")  # keep rpc opens pending
+    ca = a.open_channel("protomux-rpc", KEY)
+    a.send(ca, 0, b"early")
+    for m in a.data_to_send():
+        b.receive(m)
+    assert b.data_to_send() == [] and b.events() == [] and b.buffered > 0
+    cb = b.open_channel("protomux-rpc", KEY)
+    evs = b.events()
+    assert kinds(evs) == ["ChannelOpened", "ChannelMessage"] and bytes(evs[1].payload) == b"early"
+    assert cb.opened and b.buffered == 0
+    pump(a, b)
+    assert ca.opened
+
+
+def test_deferred_open_overflow_and_close_are_rejected():
+    from mesh.rpc import mux as mux_module
+
+    b = Mux(pair=lambda p, i, h: True)
+    b.receive(mc.encode_open(1, "x", KEY))
+    big = b"z" * (mux_module.MAX_PENDING_BUFFER // 2)
+    b.receive(mc.encode_message(1, 0, big))
+    b.receive(mc.encode_message(1, 0, big))  # over the limit: rejected, buffers dropped
+    assert b.data_to_send() == [mc.encode_reject(1)] and b.buffered == 0
+    assert b.counters["pending_overflow"] == 1
+    b.receive(mc.encode_open(2, "x", KEY))
+    b.receive(mc.encode_close(2))  # the peer gave up: reject frees its id
+    assert b.data_to_send() == [mc.encode_reject(2)]
+    b.open_channel("x", KEY)
+    assert b.events() == []  # nothing left to pair with

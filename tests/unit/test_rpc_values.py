@@ -128,3 +128,15 @@ def test_value_decoders_raise_only_value_decode_error(data):
             codec.get(name).decode(memoryview(data))
         except ValueDecodeError:
             pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(["<f4", ">f8", "<i2", "|u1", "|b1", "<c8", "<u8"]),
+       st.lists(st.integers(0, 5), max_size=4), st.integers(0, 2**32 - 1))
+def test_numpy_round_trip_property(dtype, shape, seed):
+    rng = np.random.default_rng(seed)
+    ints = np.asarray(rng.integers(0, 100, size=shape))
+    arr = np.asarray(ints % 2 if dtype == "|b1" else ints).astype(dtype)
+    out = rt("msgpack", {"a": arr, "b": [arr]})
+    for got in (out["a"], out["b"][0]):
+        assert got.dtype == arr.dtype and got.shape == arr.shape and np.array_equal(got, arr)

@@ -30,6 +30,7 @@ const RPC = require('@hyperswarm/rpc')
 const msgpack = require('msgpackr')
 
 const python = process.argv[2] || 'python3'
+const CAP = b4a.alloc(32, 0x55)
 let failed = 0
 function check(cond, what) {
   console.log((cond ? 'ok   ' : 'FAIL ') + what)
@@ -194,6 +195,23 @@ async function partA() {
   check(rpc._pool.size === 1, 'all calls reused one pooled connection')
   await rpc.destroy()
   py.child.kill()
+
+  // capability handshake: Python server with a capability, Node client with the right / a wrong one
+  const pyCap = startPython(['serve', b4a.toString(b4a.alloc(32, 0x45), 'hex'), b4a.toString(CAP, 'hex')])
+  const capInfo = await withTimeout(pyCap.next(), 10000, 'python cap serve start')
+  const capKey = b4a.from(capInfo.publicKey, 'hex')
+  const rpc2 = new RPC({ dht: new LocalDHT(HyperDHT.keyPair(b4a.alloc(32, 0x67)), () => capInfo.port) })
+  const good = rpc2.connect(capKey, { capability: CAP })
+  check(b4a.toString(await withTimeout(good.request('echo', b4a.from('cap')), 10000, 'cap echo')) === 'cap', 'capability: Node client with the right capability is answered by Python')
+  const bad = rpc2.connect(capKey, { capability: b4a.alloc(32, 0) })
+  try {
+    await withTimeout(bad.request('echo', b4a.from('cap')), 10000, 'bad cap echo')
+    check(false, 'capability: wrong capability should fail')
+  } catch (err) {
+    check(err.code === 'CHANNEL_CLOSED' || err.code === 'CHANNEL_DESTROYED' || /capability/.test(err.message), 'capability: Node client with a wrong capability is refused: ' + (err.code || err.message))
+  }
+  await rpc2.destroy()
+  pyCap.child.kill()
 }
 
 async function partB() {
@@ -231,6 +249,16 @@ async function partB() {
   check(r.timeout.code === 'TIMEOUT_EXCEEDED', 'Python-side timeout -> ' + JSON.stringify(r.timeout))
   check(r.events.includes('event from python'), 'event from Python reached the Node handler')
   check(r.big === true, '1 MB echo from Python')
+  check(r.burst === true && r.mux.batches_sent > 0 && r.mux.batches_received > 0, '50 concurrent requests from Python sent as protomux batches, Node answered with batches: ' + JSON.stringify(r.mux))
+
+  // capability handshake: Node server with a capability, Python client with the right / a wrong one
+  const capServer = rpc.createServer({ capability: CAP })
+  capServer.respond('echo', (req) => req)
+  await capServer.listen(HyperDHT.keyPair(b4a.alloc(32, 0x78)))
+  const pyc = startPython(['capcall', String(capServer.address().port), b4a.toString(capServer.publicKey, 'hex'), b4a.toString(CAP, 'hex')])
+  const rc = await withTimeout(pyc.next(), 15000, 'python capcall results')
+  check(rc.right === 'cap', 'capability: Python client with the right capability is answered')
+  check(typeof rc.wrong === 'object', 'capability: Python client with a wrong capability is refused -> ' + JSON.stringify(rc.wrong))
   await sleep(200)
   await rpc.destroy()
   py.child.kill()
