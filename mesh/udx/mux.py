@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import Callable
 
 from ..encoding import Address
@@ -35,6 +36,7 @@ class UDXMux:
         """A mux on its own endpoint of `network` (for tests, benchmarks, tools)."""
         mux = cls(lambda d, a: None, config)
         ep = await network.bind(host, port, mux.on_datagram)
+        _grow_buffers(ep)
         mux.endpoint = ep
         mux.send = ep.sendto
         return mux
@@ -90,6 +92,19 @@ class UDXMux:
         self.destroy_all()
         if self.endpoint is not None:
             self.endpoint.close()
+
+
+def _grow_buffers(ep: DatagramEndpoint, size: int = 1 << 20) -> None:
+    """Best effort: 1 MiB socket buffers as libudx sets (bursts of a window overflow the default)."""
+    transport = getattr(ep, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+        except OSError:
+            pass
 
 
 async def wait_closed(stream: UDXStream, timeout: float) -> BaseException | None:
