@@ -42,6 +42,7 @@ class UDXConfig:
     keepalive: float = 0.0  # send a HEARTBEAT after this much sending silence (0 = off)
     high_water: int = 1024 * 1024  # write buffer above which writes should wait
     max_ooo_packets: int = 8192  # out-of-order packets buffered at most
+    linger: float = 30.0  # after a clean close, keep re-acking the peer's END this long
 
     @property
     def mss(self) -> int:
@@ -161,6 +162,8 @@ class UDXEngine:
         c = self.counters
         if self.closed:
             c["after_close"] += 1
+            if typ & P.DATA_OR_END and self.close_error is None and self.remote_id is not None:
+                self._send(0, self.sb.next_seq, b"", now)  # our final ACK was lost: repeat it
             return
         c["packets_in"] += 1
         if typ & (P.SACK | P.DATA_OR_END | P.MESSAGE) or data_offset:
@@ -373,6 +376,8 @@ class UDXEngine:
     def _close(self, exc: BaseException | None) -> None:
         if self.closed:
             return
+        if exc is None and self.remote_id is not None:
+            self._send_ack(self._last_send)  # ack the END that completed the close
         self.closed = True
         self.close_error = exc
         self._wbuf.clear()

@@ -80,6 +80,15 @@ class UDXMux:
         return True
 
     def _forget(self, s: UDXStream) -> None:
+        if self.streams.get(s.local_id) is not s:
+            return
+        if s.engine.close_error is None and s.engine.config.linger > 0:
+            # a clean close: stay to re-ack the peer's END in case our last ACK was lost
+            s._loop.call_later(s.engine.config.linger, self._drop, s)
+        else:
+            del self.streams[s.local_id]
+
+    def _drop(self, s: UDXStream) -> None:
         if self.streams.get(s.local_id) is s:
             del self.streams[s.local_id]
 
