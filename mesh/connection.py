@@ -110,7 +110,7 @@ class Connection:
         try:
             return await self.__anext__()
         except StopAsyncIteration:
-            raise ClosedError("connection is closed") from self.close_error from None
+            raise ClosedError("connection is closed") from self.close_error
 
     def _wake(self) -> None:
         w = self._waiter
