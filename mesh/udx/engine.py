@@ -18,6 +18,7 @@ data is out of order, duplicate or a heartbeat arrives.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ class UDXConfig:
     min_rto: float = 0.2
     max_rto: float = 30.0
     max_rto_count: int = 6  # RTOs on one packet before the stream is closed
-    ack_delay: float = 0.002  # delayed ACK for a lone in-order packet
+    ack_delay: float = 0.002  # delayed ACK for in-order packets below ack_every
+    ack_every: int = 4  # ACK at once after this many in-order packets
     keepalive: float = 0.0  # send a HEARTBEAT after this much sending silence (0 = off)
     high_water: int = 1024 * 1024  # write buffer above which writes should wait
     max_ooo_packets: int = 8192  # out-of-order packets buffered at most
@@ -78,6 +80,7 @@ class UDXEngine:
         # receive side
         self._ack = 0  # next seq expected from the peer
         self._ooo: dict[int, tuple[int, memoryview]] = {}
+        self._ranges: list[list[int]] = []  # the out-of-order seqs as [start, end) ranges
         self._unacked_rx = 0
         self._ack_now = False
         self._ack_at: float | None = None
@@ -150,7 +153,7 @@ class UDXEngine:
     def consumed(self, n: int, now: float) -> None:
         """The reader took `n` delivered bytes: reopen the window if it was closing."""
         before = self._rx_buffered
-        self._rx_buffered = max(0, before - n)
+        self._rx_buffered = before - n if before > n else 0
         if before >= self.config.rwnd - 4 * self.mss > self._rx_buffered and not self.closed:
             self._ack_now = True
             self._flush(now)
@@ -166,14 +169,14 @@ class UDXEngine:
                 self._send(0, self.sb.next_seq, b"", now)  # our final ACK was lost: repeat it
             return
         c["packets_in"] += 1
-        if typ & (P.SACK | P.DATA_OR_END | P.MESSAGE) or data_offset:
+        if not data_offset and not typ & P.SACK:
+            blocks, payload = (), memoryview(data)[20:]
+        else:
             try:
                 blocks, payload = P.split_body(typ, data_offset, data)
             except ValueError:
                 c["bad_packet"] += 1
                 return
-        else:
-            blocks, payload = (), None
         seq = _rel(seq_w, self._ack)
         if typ & P.DATA_OR_END:
             self._on_data(typ, seq, payload)
@@ -210,7 +213,7 @@ class UDXEngine:
             self._ack = exp + 1
             self._deliver(typ, payload)
             self._unacked_rx += 1
-            if self._unacked_rx >= 2:
+            if self._unacked_rx >= self.config.ack_every:
                 self._ack_now = True
             return
         if seq < exp:
@@ -230,6 +233,7 @@ class UDXEngine:
         elif seq not in self._ooo:
             c["ooo_data"] += 1
             self._ooo[seq] = (typ, bytes(payload))  # the datagram buffer is not ours to keep
+            self._note_ooo(seq)
         else:
             c["dup_data"] += 1
         self._ack_now = True
@@ -313,18 +317,23 @@ class UDXEngine:
             self._send(0, self.sb.next_seq, b"", now)
 
     def _sack_blocks(self) -> list[tuple[int, int]]:
-        seqs = sorted(self._ooo)
-        blocks: list[tuple[int, int]] = []
-        start = prev = seqs[0]
-        for s in seqs[1:]:
-            if s != prev + 1:
-                blocks.append((start, prev + 1))
-                if len(blocks) >= P.MAX_SACK_BLOCKS:
-                    return blocks
-                start = s
-            prev = s
-        blocks.append((start, prev + 1))
-        return blocks
+        ranges = self._ranges
+        while ranges and ranges[0][1] <= self._ack:
+            ranges.pop(0)
+        return [(a, b) for a, b in ranges[: P.MAX_SACK_BLOCKS]]
+
+    def _note_ooo(self, seq: int) -> None:
+        """Add `seq` to the sorted [start, end) ranges of buffered out-of-order packets."""
+        ranges = self._ranges
+        i = bisect.bisect_right(ranges, [seq, float("inf")])
+        if i and ranges[i - 1][1] == seq:
+            ranges[i - 1][1] = seq + 1
+            if i < len(ranges) and ranges[i][0] == seq + 1:
+                ranges[i - 1][1] = ranges.pop(i)[1]
+        elif i < len(ranges) and ranges[i][0] == seq + 1:
+            ranges[i][0] = seq
+        else:
+            ranges.insert(i, [seq, seq + 1])
 
     # ---------------------------------------------------------------- timers
 
@@ -333,8 +342,11 @@ class UDXEngine:
         if self.closed:
             return None
         sb = self.sb
-        ds = [d for d in (sb.rto_at, sb.pto_at, sb.rack_at, self._ack_at, self._keepalive_at) if d is not None]
-        return min(ds) if ds else None
+        best = None
+        for d in (sb.rto_at, sb.pto_at, sb.rack_at, self._ack_at, self._keepalive_at):
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     def handle_timer(self, now: float) -> None:
         if self.closed or self.remote_id is None:
@@ -382,5 +394,6 @@ class UDXEngine:
         self.close_error = exc
         self._wbuf.clear()
         self._ooo.clear()
+        self._ranges.clear()
         self.sb.clear()
         self.listener.on_close(exc)
