@@ -1,5 +1,7 @@
 """Python UDX stream peer for scripts/bench/stream.py: the same JSON-lines
-protocol as tests/interop/node/udx-peer.js (modes echo, sink, source, ping)."""
+protocol as tests/interop/node/udx-peer.js (modes echo, sink, source, ping).
+Argument `asyncio` puts it on mesh.net.UDPNetwork instead of the batched
+socket of mesh.udx.fastnet."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import time
 
 from mesh.net import UDPNetwork
 from mesh.udx import UDXMux
+from mesh.udx.fastnet import BatchUDPNetwork
 
 
 def out(obj) -> None:
@@ -21,7 +24,8 @@ def out(obj) -> None:
 
 async def main() -> None:
     loop = asyncio.get_running_loop()
-    mux = await UDXMux.bind(UDPNetwork())
+    net = UDPNetwork() if sys.argv[1:] == ["asyncio"] else BatchUDPNetwork()
+    mux = await UDXMux.bind(net)
     s = mux.create_stream()
     out({"port": mux.address[1], "id": s.local_id})
     cmd = json.loads(await loop.run_in_executor(None, sys.stdin.readline))
