@@ -243,6 +243,7 @@ class UDXEngine:
             self._rx_buffered += len(payload)
             self.listener.on_data(payload)
         if typ & P.END:
+            self._ack_now = True  # no delayed ACK for an END: the peer waits on it to close
             self.remote_ended = True
             self.listener.on_end()
             self._maybe_finish()
