@@ -32,7 +32,8 @@ from .scoreboard import Pkt, Scoreboard
 class UDXConfig:
     """Tunables of one stream (defaults follow libudx where it matters)."""
 
-    mtu: int = 1200  # payload per packet = mtu - 48, as libudx at its base MTU
+    mtu: int = 1200  # starting MTU; payload per packet = mtu - 48, as libudx
+    max_mtu: int = 1500  # probe upward in 32-byte steps (padded DATA) up to this; = mtu disables
     rwnd: int = 4 * 1024 * 1024  # receive window we advertise (bytes)
     initial_cwnd: int = 10  # packets
     initial_rto: float = 1.0
@@ -75,6 +76,9 @@ class UDXEngine:
         self._transmit = transmit
         self.listener = listener
         self.mss = config.mss
+        self.mtu = config.mtu
+        self._probe_pkt: Pkt | None = None
+        self._probe_at: int | None = 16 if config.max_mtu >= config.mtu + P.MTU_STEP else None
         self.closed = False
         self.close_error: BaseException | None = None
         # receive side
@@ -101,7 +105,7 @@ class UDXEngine:
         self.counters = dict.fromkeys(
             ("packets_in", "packets_out", "data_in", "dup_data", "ooo_data", "ooo_dropped", "bad_ack",
              "bad_packet", "messages_in", "heartbeats_in", "acks_out", "retransmits", "fast_retransmits",
-             "rto_timeouts", "tail_probes", "after_close"), 0)
+             "rto_timeouts", "tail_probes", "mtu_probes", "after_close"), 0)
 
     # ---------------------------------------------------------------- public inputs
 
@@ -199,6 +203,8 @@ class UDXEngine:
             if ack >= sb.remote_acked:
                 self.peer_rwnd = rwnd
             sb.on_ack(ack, blocks, bool(typ & P.DATA_OR_END), now)
+            if self._probe_pkt is not None:
+                self._check_probe()
             if self._end_seq is not None and sb.remote_acked > self._end_seq and not self.local_ended:
                 self.local_ended = True
                 self._maybe_finish()
@@ -302,7 +308,40 @@ class UDXEngine:
 
     def _send_new(self, typ: int, payload: memoryview | bytes, now: float) -> None:
         pkt = self.sb.add(typ, payload, now)
-        self._send(typ, pkt.seq, payload, now)
+        if self._probe_at is not None and pkt.seq >= self._probe_at and len(payload) == self.mss:
+            self._send_probe(pkt, now)
+        else:
+            self._send(typ, pkt.seq, payload, now)
+
+    # ---------------------------------------------------------------- path MTU
+
+    def _send_probe(self, pkt: Pkt, now: float) -> None:
+        """Send `pkt` padded to the next MTU step (libudx-style); a retransmission goes unpadded."""
+        pad = P.MTU_STEP
+        self._probe_pkt, self._probe_at = pkt, None
+        self._transmit(
+            P.HEADER.pack(0xFF, 1, pkt.typ, pad, self.remote_id, self._rwnd(), pkt.seq & 0xFFFFFFFF, self._ack & 0xFFFFFFFF)
+            + bytes(pad) + pkt.payload
+        )
+        self.counters["packets_out"] += 1
+        self.counters["mtu_probes"] += 1
+        self._last_send = now
+        self._ack_now = False
+        self._unacked_rx = 0
+        self._ack_at = None
+
+    def _check_probe(self) -> None:
+        pkt = self._probe_pkt
+        if pkt is None:
+            return
+        if pkt.tx > 1 or pkt.lost:  # the bigger packet did not make it: stay at this MTU
+            self._probe_pkt = None
+        elif pkt.sacked or pkt.seq < self.sb.remote_acked:
+            self._probe_pkt = None
+            self.mtu += P.MTU_STEP
+            self.mss += P.MTU_STEP
+            if self.mtu + P.MTU_STEP <= self.config.max_mtu:
+                self._probe_at = self.sb.next_seq + 8
 
     def _send_ack(self, now: float) -> None:
         self.counters["acks_out"] += 1
