@@ -67,6 +67,11 @@ class Connection:
             return
         stream.write(self._ss.header_frame)
         self._arm_timer()
+        # the peer may have spoken between the stream's connect and now
+        for chunk in stream.take_buffered():
+            self._on_data(memoryview(chunk))
+        if stream._eof and not self.closed.done():
+            self._on_end()
 
     # ------------------------------------------------------------ writing
 
