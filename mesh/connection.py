@@ -78,7 +78,7 @@ class Connection:
     def write(self, message: bytes) -> bool:
         """Send one message (one frame); False means `await drain()` before more.
 
-        Raises ClosedError once closed, FrameTooLarge above 16 MiB - 18 bytes."""
+        Raises ClosedError once closed, EncodeError above 16 MiB - 18 bytes."""
         if self.closed.done() or self._ending:
             raise ClosedError("connection is closed")
         self._last_tx = self._loop.time()
