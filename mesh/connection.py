@@ -5,6 +5,15 @@ hyperdht's secret-stream: every `write(message)` is one encrypted frame and
 arrives as one message. Silence is filled with keepalive frames every
 `keepalive` seconds and a peer that stays silent for `timeout` seconds is
 declared dead, so a vanished peer is seen as closed within a bounded time.
+
+Wiring under the DHT handshake (client side; the server mirrors it):
+
+    stream = mux.create_stream()                     # its id goes in our payload
+    noise = NoiseWrap(keypair, server_public_key)
+    msg1 = noise.send(NoisePayload(udx=UdxInfo(id=stream.local_id), ...))
+    remote = noise.recv(msg2)                        # CryptoError if forged
+    stream.connect(remote.udx.id, server_address)    # server: connect(id) and the
+    conn = Connection(stream, noise.final())         # first packet gives the address
 """
 
 from __future__ import annotations
