@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import Callable
 
 from ..encoding import Address
@@ -113,15 +112,9 @@ class UDXMux:
 
 def _grow_buffers(ep: DatagramEndpoint, size: int = 1 << 20) -> None:
     """Best effort: 1 MiB socket buffers as libudx sets (bursts of a window overflow the default)."""
-    transport = getattr(ep, "_transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None:
-        return
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, opt, size)
-        except OSError:
-            pass
+    grow = getattr(ep, "set_buffer_size", None)
+    if grow is not None:
+        grow(size)
 
 
 async def wait_closed(stream: UDXStream, timeout: float) -> BaseException | None:

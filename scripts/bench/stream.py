@@ -2,7 +2,7 @@
 each peer in its own process. Prints throughput (MB/s) of a bulk transfer and
 the median round-trip time of 1 KB messages, for Python-Python, Node-Node,
 Python->Node and Node->Python, with ratios against Node-Node. "py" peers read
-their socket in batches (mesh.udx.fastnet); "pyaio" peers use asyncio's
+their socket in batches (mesh.net.UDPNetwork); "pyaio" peers use asyncio's
 datagram transport (mesh.net.UDPNetwork), one datagram per loop iteration.
 
 Usage: PYTHONPATH=. python scripts/bench/stream.py [--mb 20] [--pings 500]
@@ -25,9 +25,9 @@ PY_PEER = ROOT / "scripts" / "bench" / "stream_peer.py"
 async def spawn(kind: str):
     if kind == "node":
         argv = ["node", str(NODE_PEER)]
-    elif kind == "pyaio":  # on asyncio's datagram transport (mesh.net.UDPNetwork)
+    elif kind == "pyaio":  # on asyncio's datagram transport (mesh.net.AsyncioUDPNetwork)
         argv = [sys.executable, str(PY_PEER), "asyncio"]
-    else:  # on mesh.udx.fastnet.BatchUDPNetwork
+    else:  # on mesh.net.UDPNetwork
         argv = [sys.executable, str(PY_PEER)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     p = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, cwd=str(ROOT), limit=1 << 20)

@@ -1,7 +1,7 @@
 """Python UDX stream peer for scripts/bench/stream.py: the same JSON-lines
 protocol as tests/interop/node/udx-peer.js (modes echo, sink, source, ping).
-Argument `asyncio` puts it on mesh.net.UDPNetwork instead of the batched
-socket of mesh.udx.fastnet."""
+Argument `asyncio` puts it on mesh.net.AsyncioUDPNetwork instead of the batched
+socket of mesh.net.UDPNetwork."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import os
 import sys
 import time
 
-from mesh.net import UDPNetwork
+from mesh.net import AsyncioUDPNetwork, UDPNetwork
 from mesh.udx import UDXMux
-from mesh.udx.fastnet import BatchUDPNetwork
 
 
 def out(obj) -> None:
@@ -24,7 +23,7 @@ def out(obj) -> None:
 
 async def main() -> None:
     loop = asyncio.get_running_loop()
-    net = UDPNetwork() if sys.argv[1:] == ["asyncio"] else BatchUDPNetwork()
+    net = AsyncioUDPNetwork() if sys.argv[1:] == ["asyncio"] else UDPNetwork()
     mux = await UDXMux.bind(net)
     s = mux.create_stream()
     out({"port": mux.address[1], "id": s.local_id})
