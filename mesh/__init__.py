@@ -4,8 +4,11 @@ crypto.py     the one importer of pynacl: keys, BLAKE2b, namespaces, signatures,
 encoding.py   compact-encoding primitives shared by every wire codec
 errors.py     the package's error tree
 dht/          dht-rpc + HyperDHT commands (announce, lookup, mutable/immutable values)
+net.py        datagram networks: real UDP (loopback-only by default); sim.py the fakes
 udx/          reliable streams over the DHT's UDP socket
-noise.py, secret_stream.py   the encrypted channel
+noise.py, noise_payload.py   Noise IK over Ed25519 and its payload codec
+secret_stream.py             secret-stream framing and encryption (sans-IO)
+connection.py                an encrypted message connection over a UDX stream
 swarm.py      join/leave topics, one connection per peer
 rpc/          protomux + protomux-rpc (@hyperswarm/rpc wire format)
 node.py       `python -m mesh.node`
