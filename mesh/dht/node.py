@@ -17,7 +17,7 @@ from .. import crypto
 from .. import encoding as enc
 from ..crypto import KeyPair
 from ..encoding import Address
-from ..errors import ClosedError, DecodeError, TimeoutError_
+from ..errors import ClosedError, DecodeError
 from ..net import Network
 from . import handlers
 from . import messages as m
@@ -94,6 +94,7 @@ class _OwnAnnounce:
     topic: bytes
     keypair: KeyPair
     relays: tuple[Address, ...]
+    limit: int | None = None
     handle: asyncio.TimerHandle | None = None
 
 
@@ -414,8 +415,6 @@ class DHT:
         def fail(e):
             if not fut.done():
                 fut.set_exception(e)
-                if isinstance(e, TimeoutError_):
-                    pass
         out = self.io.request(addr, command, internal=internal, target=target, value=value, token=token,
                               retries=retries, timeout=timeout or self.config.request_timeout,
                               on_reply=ok, on_error=fail, socket=socket)
@@ -436,9 +435,11 @@ class DHT:
         return self._ready is not None and self._ready.done()
 
     async def announce(self, topic: bytes, keypair: KeyPair, relay_addresses=(), *, refresh: bool = True,
-                       bump: int = 0) -> int:
-        """LOOKUP then ANNOUNCE to the closest nodes; returns how many accepted.
-        With `refresh`, the announce is repeated in the background before it expires."""
+                       bump: int = 0, limit: int | None = None) -> list[Address]:
+        """LOOKUP then ANNOUNCE to the closest nodes (at most `limit`; a server's
+        self-announce under hash(public key) uses 3); returns the addresses of the
+        nodes that accepted. With `refresh`, the announce is repeated in the
+        background before it expires."""
         await self.ready()
         relays = tuple(relay_addresses)
         peer = m.PeerRecord(keypair.public_key, relays)
@@ -452,17 +453,17 @@ class DHT:
             sig = crypto.sign(m.announce_signable(topic, r.from_id, r.token, ann), keypair.secret_key)
             return m.ANNOUNCE, m.encode_announce(m.Announce(peer, None, sig, bump))
 
-        ok = await run.commit(make)
+        ok = await run.commit(make, limit)
         if refresh and not self.destroyed:
-            self._schedule_reannounce(topic, keypair, relays)
-        return ok
+            self._schedule_reannounce(topic, keypair, relays, limit)
+        return [r.from_address for r in ok]
 
-    def _schedule_reannounce(self, topic: bytes, keypair: KeyPair, relays) -> None:
+    def _schedule_reannounce(self, topic: bytes, keypair: KeyPair, relays, limit) -> None:
         key = (topic, keypair.public_key)
         old = self._announces.get(key)
         if old is not None and old.handle is not None:
             old.handle.cancel()
-        entry = _OwnAnnounce(topic, keypair, relays)
+        entry = _OwnAnnounce(topic, keypair, relays, limit)
         delay = ANNOUNCE_REFRESH + self._rng.random() * ANNOUNCE_JITTER
         entry.handle = self.io.loop.call_later(delay, self._reannounce, key)
         self._announces[key] = entry
@@ -472,7 +473,7 @@ class DHT:
         if entry is None or self.destroyed:
             return
         entry.handle = None
-        self.spawn(self.announce(entry.topic, entry.keypair, entry.relays))
+        self.spawn(self.announce(entry.topic, entry.keypair, entry.relays, limit=entry.limit))
 
     async def unannounce(self, topic: bytes, keypair: KeyPair) -> int:
         """Stop refreshing and remove our record from the nodes holding it."""
@@ -521,7 +522,7 @@ class DHT:
         signed = m.encode_mutable_put(m.MutablePut(keypair.public_key, seq, value, sig))
         run = QueryRun(self, crypto.hash(keypair.public_key), m.MUTABLE_GET, enc.uint(0))
         await run.finished()
-        return await run.commit(lambda r: (m.MUTABLE_PUT, signed))
+        return len(await run.commit(lambda r: (m.MUTABLE_PUT, signed)))
 
     async def mutable_get(self, public_key: bytes, seq: int = 0, latest: bool = True) -> MutableResult | None:
         """The verified value with the highest seq (>= `seq`), or None."""

@@ -49,7 +49,7 @@ async def test_python_announce_is_found_by_node(node):
     boot, py = await join_node_testnet(node, 6)
     try:
         kp, topic = crypto.keypair(seed(1)), crypto.hash(b"py announces")
-        assert await py.announce(topic, kp, [py.address]) >= 3
+        assert len(await py.announce(topic, kp, [py.address])) >= 3
         client = await node.cmd("node", bootstrap=boot)
         res = await node.cmd("lookup", node=client["node"], topic=topic.hex())
         assert any(p["publicKey"] == kp.public_key.hex() and p["relayAddresses"] == [list(py.address)]

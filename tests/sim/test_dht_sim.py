@@ -31,7 +31,7 @@ def test_300_nodes_bootstrap_and_every_node_finds_an_announce():
             assert min(sizes) >= 20
             kp = crypto.keypair(b"\x11" * 32)
             topic = crypto.hash(b"sim topic")
-            assert await tn.nodes[123].announce(topic, kp, [("127.0.0.1", 9)]) >= 10
+            assert len(await tn.nodes[123].announce(topic, kp, [("127.0.0.1", 9)])) >= 10
             found = 0
             for i in range(0, N, 50):
                 found += await _count_found(tn.nodes[i:i + 50], topic, kp.public_key)
