@@ -8,9 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .. import encoding as enc
 from ..errors import TimeoutError_
-from . import messages as m
 from .io import Reply
 from .query import Query, QueryNode
 
@@ -180,9 +178,3 @@ class QueryRun:
                 ok.append(res)
         return ok
 
-
-def down_hint_value(addr) -> bytes:
-    return enc.ipv4(addr)
-
-
-__all__ = ["QueryRun", "down_hint_value", "m"]
