@@ -8,6 +8,7 @@ and raises only `DecodeError`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .. import crypto
 from .. import encoding as enc
@@ -36,9 +37,29 @@ NS_PEER_HANDSHAKE, NS_PEER_HOLEPUNCH, NS_ANNOUNCE, NS_UNANNOUNCE, NS_MUTABLE_PUT
 MAX_CLOSER_NODES = 20
 
 
+@lru_cache(maxsize=1 << 15)
+def _ipv4(addr: Address) -> bytes:
+    # the same few thousand addresses are encoded over and over (closer nodes)
+    return enc.ipv4(addr)
+
+
+@lru_cache(maxsize=1 << 15)
+def _addr(b: bytes) -> Address:
+    return (f"{b[0]}.{b[1]}.{b[2]}.{b[3]}", b[4] | (b[5] << 8))
+
+
+def _read_addrs(r: Reader, max_items: int) -> list[Address]:
+    n = r.uint()
+    if n > max_items:
+        raise DecodeError(f"array of {n} addresses is too long")
+    raw = r.take(6 * n)
+    return [_addr(raw[i:i + 6]) for i in range(0, 6 * n, 6)]
+
+
+@lru_cache(maxsize=1 << 15)
 def node_id(addr: Address) -> bytes:
     """A node's id: BLAKE2b-256 of its 6-byte ipv4Address (ids cannot be chosen)."""
-    return crypto.hash(enc.ipv4(addr))
+    return crypto.hash(_ipv4(addr))
 
 
 # ---------------------------------------------------------------- dht-rpc framing
@@ -71,7 +92,7 @@ def encode_request(r: Request) -> bytes:
         (1 if r.id else 0) | (2 if r.token else 0) | (4 if r.internal else 0)
         | (8 if r.target else 0) | (16 if r.value else 0)
     )
-    parts = [bytes((REQUEST_ID, flags)), enc.uint16(r.tid), enc.ipv4(r.to)]
+    parts = [bytes((REQUEST_ID, flags)), enc.uint16(r.tid), _ipv4(r.to)]
     if r.id:
         parts.append(enc.fixed(r.id, 32))
     if r.token:
@@ -89,13 +110,13 @@ def encode_response(r: Response) -> bytes:
         (1 if r.id else 0) | (2 if r.token else 0) | (4 if r.closer_nodes else 0)
         | (8 if r.error else 0) | (16 if r.value else 0)
     )
-    parts = [bytes((RESPONSE_ID, flags)), enc.uint16(r.tid), enc.ipv4(r.to)]
+    parts = [bytes((RESPONSE_ID, flags)), enc.uint16(r.tid), _ipv4(r.to)]
     if r.id:
         parts.append(enc.fixed(r.id, 32))
     if r.token:
         parts.append(enc.fixed(r.token, 32))
     if r.closer_nodes:
-        parts.append(enc.array(r.closer_nodes, enc.ipv4))
+        parts.append(enc.uint(len(r.closer_nodes)) + b"".join(map(_ipv4, r.closer_nodes)))
     if r.error:
         parts.append(enc.uint(r.error))
     if r.value:
@@ -125,7 +146,7 @@ def decode_message(buf: bytes) -> Request | Response:
         to = r.ipv4()
         id_ = r.fixed32() if flags & 1 else None
         token = r.fixed32() if flags & 2 else None
-        closer = r.array(r.ipv4, max_items=MAX_CLOSER_NODES * 4) if flags & 4 else []
+        closer = _read_addrs(r, MAX_CLOSER_NODES * 4) if flags & 4 else []
         error = r.uint() if flags & 8 else 0
         value = r.buffer() if flags & 16 else None
         return Response(tid, to, id_, token, closer, error, value)
