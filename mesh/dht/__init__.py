@@ -27,7 +27,10 @@ Hooks for the connection layer
   PEER_HOLEPUNCH FROM_RELAY calls `on_holepunch(req, hp: messages.Holepunch)`
   returning the reply payload; the node sends FROM_SERVER (id 0) to the relay.
   LOOKUP / FIND_PEER on that target also return the server's record.
-  `dht.unregister_server(public_key)`.
+  `dht.unregister_server(public_key)`. To be found, the server also self-announces:
+  `relays = await dht.announce(target, keypair, relay_addresses, limit=3)` returns
+  the addresses of the nodes that now hold its router entry (its relays), and is
+  refreshed in the background like any announce.
 * Raw answers: an `IncomingRequest` has `reply(value, token=, closer_nodes=, to=)`,
   `error(code)`, and `relay(value, to)` (a request with the same tid, command and
   target sent to `to`), plus tid, command, target, value, from_address, to_address.
