@@ -2,9 +2,10 @@
 
     PYTHONPATH=. /work/main/.venv/bin/python scripts/bench/dht.py --sizes 50,200,500
 
-For each size N both networks run on 127.0.0.1 (one after the other, same
-machine): N persistent nodes, then `--ops` announces (fresh topics, from random
-nodes) and `--ops` lookups of those topics (from other random nodes). Reported:
+For each size N both networks run at the same time on 127.0.0.1: N persistent
+nodes each, then `--ops` announces (fresh topics, from random nodes) and `--ops`
+lookups of those topics (from other random nodes), alternating Python and Node
+op by op so that other load on the machine hits both alike. Reported:
 announce and lookup time (median, p95), requests per lookup, memory per node
 (process RSS growth / N), and Python / Node ratios.
 """
@@ -38,53 +39,85 @@ def p95(xs: list[float]) -> float:
     return xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
 
 
-async def bench_python(n: int, ops: int, rng: random.Random) -> dict:
-    gc.collect()
-    before = rss_bytes()
-    t0 = time.perf_counter()
-    async with testnet(n, parallel=10) as tn:
-        boot_s = time.perf_counter() - t0
-        gc.collect()
-        mem = (rss_bytes() - before) / n
-        topics = [crypto.hash(b"py bench %d %d" % (n, i)) for i in range(ops)]
-        ann, look, reqs = [], [], []
-        for i, topic in enumerate(topics):
-            node = rng.choice(tn.nodes)
-            t = time.perf_counter()
-            await node.announce(topic, crypto.keypair(crypto.hash(topic)), refresh=False)
-            ann.append((time.perf_counter() - t) * 1000)
-        for topic in topics:
-            node = rng.choice(tn.nodes)
-            run = node.lookup(topic)
-            t = time.perf_counter()
-            found = [p async for r in run for p in r.peers]
-            look.append((time.perf_counter() - t) * 1000)
-            reqs.append(run.requests)
-            assert found, "lookup found nothing"
-    return dict(boot_s=boot_s, mem=mem, ann=ann, look=look, reqs=reqs)
+class PySide:
+    """The Python testnet, driven in this process."""
+
+    def __init__(self, tn):
+        self.tn = tn
+
+    async def announce(self, rng, topic: bytes) -> float:
+        node = rng.choice(self.tn.nodes)
+        t = time.perf_counter()
+        await node.announce(topic, crypto.keypair(crypto.hash(topic)), refresh=False)
+        return (time.perf_counter() - t) * 1000
+
+    async def lookup(self, rng, topic: bytes) -> tuple[float, int]:
+        run = rng.choice(self.tn.nodes).lookup(topic)
+        t = time.perf_counter()
+        found = [p async for r in run for p in r.peers]
+        ms = (time.perf_counter() - t) * 1000
+        assert found, "lookup found nothing"
+        return ms, run.requests
 
 
-async def bench_node(n: int, ops: int, rng: random.Random) -> dict:
+class NodeSide:
+    """The Node testnet, driven over JSON lines; times are measured inside Node."""
+
+    def __init__(self, node: NodeDHT, n: int):
+        self.node = node
+        self.n = n
+
+    async def announce(self, rng, topic: bytes) -> float:
+        r = await self.node.cmd("announce", node=rng.randrange(self.n), topic=topic.hex(),
+                                seed=crypto.hash(topic).hex())
+        return r["ms"]
+
+    async def lookup(self, rng, topic: bytes) -> tuple[float, int]:
+        r = await self.node.cmd("lookup", node=rng.randrange(self.n), topic=topic.hex())
+        assert r["peers"], "lookup found nothing"
+        return r["ms"], r["requests"]
+
+
+async def measure(sides: dict, n: int, ops: int, rng: random.Random) -> dict:
+    """Interleave the two sides op by op, so that load from elsewhere on the
+    machine hits both alike. The first 5 ops of each kind are warm-up."""
+    res = {k: dict(ann=[], look=[], reqs=[]) for k in sides}
+    topics = [crypto.hash(b"bench %d %d" % (n, i)) for i in range(ops + 5)]
+    for i, topic in enumerate(topics):
+        for name, side in sides.items():
+            ms = await side.announce(rng, crypto.hash(topic + name.encode()))
+            if i >= 5:
+                res[name]["ann"].append(ms)
+    for i, topic in enumerate(topics):
+        for name, side in sides.items():
+            ms, reqs = await side.lookup(rng, crypto.hash(topic + name.encode()))
+            if i >= 5:
+                res[name]["look"].append(ms)
+                res[name]["reqs"].append(reqs)
+    return res
+
+
+async def bench_size(n: int, ops: int, rng: random.Random) -> tuple[dict, dict]:
     node = await NodeDHT.start()
     try:
-        before = (await node.cmd("memory"))["rss"]
+        gc.collect()
+        before = rss_bytes()
         t0 = time.perf_counter()
-        await node.cmd("testnet", size=n, timeout=600)
-        boot_s = time.perf_counter() - t0
-        mem = ((await node.cmd("memory"))["rss"] - before) / n
-        topics = [crypto.hash(b"node bench %d %d" % (n, i)) for i in range(ops)]
-        ann, look, reqs = [], [], []
-        for topic in topics:
-            r = await node.cmd("announce", node=rng.randrange(n), topic=topic.hex(), seed=crypto.hash(topic).hex())
-            ann.append(r["ms"])
-        for topic in topics:
-            r = await node.cmd("lookup", node=rng.randrange(n), topic=topic.hex())
-            assert r["peers"], "lookup found nothing"
-            look.append(r["ms"])
-            reqs.append(r["requests"])
-        return dict(boot_s=boot_s, mem=mem, ann=ann, look=look, reqs=reqs)
+        async with testnet(n, parallel=10) as tn:
+            py_boot = time.perf_counter() - t0
+            gc.collect()
+            py_mem = (rss_bytes() - before) / n
+            js_before = (await node.cmd("memory"))["rss"]
+            t0 = time.perf_counter()
+            await node.cmd("testnet", size=n, timeout=600)
+            js_boot = time.perf_counter() - t0
+            js_mem = ((await node.cmd("memory"))["rss"] - js_before) / n
+            res = await measure({"py": PySide(tn), "js": NodeSide(node, n)}, n, ops, rng)
     finally:
         await node.close()
+    res["py"].update(boot_s=py_boot, mem=py_mem)
+    res["js"].update(boot_s=js_boot, mem=js_mem)
+    return res["py"], res["js"]
 
 
 def row(n: int, py: dict, js: dict) -> list[str]:
@@ -115,8 +148,7 @@ async def main() -> None:
     rng = random.Random(args.seed)
     rows = []
     for n in [int(s) for s in args.sizes.split(",") if s]:
-        py = await bench_python(n, args.ops, rng)
-        js = await bench_node(n, args.ops, rng)
+        py, js = await bench_size(n, args.ops, rng)
         rows.append(row(n, py, js))
         print(f"N={n} done", file=sys.stderr, flush=True)
     print("Each cell: Python / Node (ratio Python/Node)\n")
