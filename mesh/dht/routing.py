@@ -14,20 +14,24 @@ K = 20
 
 
 class Node:
-    __slots__ = ("id", "int_id", "host", "port", "added", "pinged", "seen", "down_hints")
+    __slots__ = ("id", "int_id", "address", "added", "pinged", "seen", "down_hints")
 
     def __init__(self, id_: bytes, addr: Address, tick: int = 0):
         self.id = id_
         self.int_id = int.from_bytes(id_, "big")
-        self.host, self.port = addr
+        self.address = addr
         self.added = tick
         self.pinged = tick
         self.seen = tick
         self.down_hints = 0
 
     @property
-    def address(self) -> Address:
-        return (self.host, self.port)
+    def host(self) -> str:
+        return self.address[0]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
 
 
 class RoutingTable:
