@@ -7,11 +7,14 @@ tokens.py    rotating round-trip tokens                                  (sans-I
 query.py     iterative query state machine                               (sans-IO)
 store.py     announce records, router entries, mutable/immutable values  (sans-IO)
 nat.py       public-address sampling from reply `to` fields              (sans-IO)
+congestion.py  dht-rpc's congestion window (80 per 750 ms slot)        (sans-IO)
 io.py        asyncio driver: sockets, tids, retries, congestion window,
              per-source limits, demux (dht-rpc / UDX / holepunch probes)
 driver.py    runs a query over io.py: async iterator + commit
 handlers.py  the storing node's commands and the handshake relay
-node.py      `DHT`: bootstrap, persistence, maintenance, client verbs
+upkeep.py    NAT sampling, PING_NAT firewall check, persistence, table upkeep
+verbs.py     client verbs: announce, unannounce, find_peer, mutable/immutable
+node.py      `DHT`: lifecycle, serving internal commands, hooks, queries
 testnet.py   `testnet(n)`: n persistent nodes on loopback
 
 Hooks for the connection layer
