@@ -126,31 +126,54 @@ def encode_response(r: Response) -> bytes:
 
 def decode_message(buf: bytes) -> Request | Response:
     """Decode one dht-rpc datagram (request or response)."""
-    if len(buf) < 2:
+    if len(buf) < 10:
         raise DecodeError("datagram too short")
-    r = Reader(buf, 1)
-    kind = buf[0]
+    kind, flags = buf[0], buf[1]
+    if kind != REQUEST_ID and kind != RESPONSE_ID:
+        raise DecodeError(f"not a dht-rpc message: first byte {kind:#04x}")
+    if flags > 0xFC:
+        return _decode_slow(buf)
+    # the fixed header is read by index: this runs for every datagram
+    tid = buf[2] | (buf[3] << 8)
+    to = _addr(buf[4:10])
+    pos = 10
+    id_ = token = None
+    if flags & 1:
+        id_ = buf[pos:pos + 32]
+        pos += 32
+    if flags & 2:
+        token = buf[pos:pos + 32]
+        pos += 32
+    if pos > len(buf):
+        raise DecodeError("datagram too short for its id/token")
+    r = Reader(buf, pos)
     if kind == REQUEST_ID:
-        flags = r.uint()
-        tid = r.uint16()
-        to = r.ipv4()
-        id_ = r.fixed32() if flags & 1 else None
-        token = r.fixed32() if flags & 2 else None
         command = r.uint()
         target = r.fixed32() if flags & 8 else None
         value = r.buffer() if flags & 16 else None
         return Request(tid, to, command, bool(flags & 4), id_, token, target, value)
-    if kind == RESPONSE_ID:
-        flags = r.uint()
-        tid = r.uint16()
-        to = r.ipv4()
-        id_ = r.fixed32() if flags & 1 else None
-        token = r.fixed32() if flags & 2 else None
-        closer = _read_addrs(r, MAX_CLOSER_NODES * 4) if flags & 4 else []
-        error = r.uint() if flags & 8 else 0
+    closer = _read_addrs(r, MAX_CLOSER_NODES * 4) if flags & 4 else []
+    error = r.uint() if flags & 8 else 0
+    value = r.buffer() if flags & 16 else None
+    return Response(tid, to, id_, token, closer, error, value)
+
+
+def _decode_slow(buf: bytes) -> Request | Response:
+    r = Reader(buf, 1)
+    flags = r.uint()
+    tid = r.uint16()
+    to = r.ipv4()
+    id_ = r.fixed32() if flags & 1 else None
+    token = r.fixed32() if flags & 2 else None
+    if buf[0] == REQUEST_ID:
+        command = r.uint()
+        target = r.fixed32() if flags & 8 else None
         value = r.buffer() if flags & 16 else None
-        return Response(tid, to, id_, token, closer, error, value)
-    raise DecodeError(f"not a dht-rpc message: first byte {kind:#04x}")
+        return Request(tid, to, command, bool(flags & 4), id_, token, target, value)
+    closer = _read_addrs(r, MAX_CLOSER_NODES * 4) if flags & 4 else []
+    error = r.uint() if flags & 8 else 0
+    value = r.buffer() if flags & 16 else None
+    return Response(tid, to, id_, token, closer, error, value)
 
 
 # ---------------------------------------------------------------- hyperdht bodies
