@@ -55,6 +55,10 @@ def test_record_expires_without_refresh_and_stays_while_refreshed():
             for _ in range(4):  # an hour in total
                 await asyncio.sleep(10 * 60)
                 assert await _found(looker, t_fresh, fresh.public_key)
+            assert await tn.nodes[2].unannounce(t_fresh, fresh) >= 10
+            assert not await _found(looker, t_fresh, fresh.public_key)
+            await asyncio.sleep(15 * 60)  # and the background refresh has stopped
+            assert not await _found(looker, t_fresh, fresh.public_key)
     sim.run(main())
 
 
