@@ -46,3 +46,17 @@ def test_lost_datagrams_are_retried_and_dead_nodes_time_out():
                 await a.request(("127.0.0.1", 9), m.PING, internal=True)
             assert a.stats["timeouts"] >= 1
     sim.run(main())
+
+
+def test_bootstrap_accepts_host_port_strings():
+    from mesh.dht import DHT, DHTConfig
+
+    async def main():
+        net = sim.SimNetwork(seed=6)
+        async with start_testnet(3, network=net) as tn:
+            host, port = tn.bootstrap[0]
+            node = DHT(DHTConfig(bootstrap=(f"{host}:{port}",)), net)
+            await node.ready()
+            assert len(node.table) >= 2
+            await node.destroy()
+    sim.run(main())
