@@ -1,0 +1,198 @@
+"""The client side of a HyperDHT connection: `await connect(dht, public_key, keypair=kp)`.
+
+1. PEER_HANDSHAKE (Noise IK message 1) to the known relay addresses and to
+   every node a FIND_PEER query finds holding the server's route, at most
+   `PARALLEL` attempts in flight; the first valid REPLY wins.
+2. The server's noise payload says where its stream is; `mesh.paths` picks the
+   path (direct, LAN shortcut after a PING, or wait for the server).
+3. UDX stream + secret-stream: the returned Connection.
+
+Errors (mesh.connect_errors): PeerNotFoundError (no route), PeerConnectionFailedError
+(routes, no answer), HandshakeTimeoutError, ConnectionRefusedByPeer (the server's
+firewall said no), ServerIncompatibleError, HolepunchRequiredError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from mesh import crypto
+from mesh.connect_errors import (
+    ConnectionRefusedByPeer, HandshakeTimeoutError, HolepunchRequiredError, PeerConnectionFailedError,
+    PeerNotFoundError, ServerIncompatibleError,
+)
+from mesh.dht import messages as m
+from mesh.encoding import Address
+from mesh.errors import CryptoError, DecodeError, MeshError
+from mesh.noise import NoiseWrap
+from mesh.noise_payload import ERROR_NONE, ERROR_VERSION_MISMATCH, NoisePayload, UdxInfo
+from mesh.paths import Path, PathKind, choose_client_path
+from mesh.transport import (
+    connect_stream, firewall_of, handshake_socket, our_addresses, secure_connection, udx_mux,
+)
+
+PARALLEL = 3
+HANDSHAKE_TIMEOUT = 10.0
+LAN_PING_TIMEOUT = 1.0
+
+
+@dataclass
+class HandshakeReply:
+    relay_address: Address  # where we sent the request
+    client_address: Address | None  # us, as that node saw us
+    server_address: Address  # the server, as the relay saw it
+    relayed: bool
+    noise: bytes
+
+
+async def connect(dht, public_key: bytes, *, keypair: crypto.KeyPair,
+                  relay_addresses: list[Address] | tuple = (), timeout: float = HANDSHAKE_TIMEOUT,
+                  lan: bool = True):
+    """Open a secure connection to the server listening on `public_key`."""
+    await dht.ready()
+    mux = udx_mux(dht)
+    stream = mux.create_stream()
+    try:
+        wrap = NoiseWrap(keypair, public_key)
+        msg1 = wrap.send(NoisePayload(
+            firewall=firewall_of(dht), addresses4=our_addresses(dht), udx=UdxInfo(id=stream.local_id),
+        ))
+        try:
+            reply = await asyncio.wait_for(
+                _handshake(dht, public_key, msg1, list(relay_addresses)), timeout)
+        except asyncio.TimeoutError:
+            raise HandshakeTimeoutError("no handshake reply in %.1f s" % timeout) from None
+        remote = _read_reply(wrap, reply.noise)
+        path = _choose(dht, reply, remote, lan)
+        address = await _open_path(dht, path)
+        connect_stream(stream, remote.udx.id, address)
+        return secure_connection(stream, wrap.final())
+    except BaseException:
+        stream.destroy()
+        raise
+
+
+def _read_reply(wrap: NoiseWrap, noise: bytes) -> NoisePayload:
+    try:
+        remote = wrap.recv(noise)
+    except (DecodeError, CryptoError) as e:
+        raise ServerIncompatibleError("bad handshake reply: %s" % e, "BAD_HANDSHAKE_REPLY") from e
+    if remote.version != 1 or remote.error == ERROR_VERSION_MISMATCH:
+        raise ServerIncompatibleError("server speaks another handshake version", "SERVER_INCOMPATIBLE")
+    if remote.error != ERROR_NONE:
+        raise ConnectionRefusedByPeer("server aborted the handshake (error %d)" % remote.error,
+                                      "SERVER_ERROR")
+    if remote.udx is None:
+        raise ServerIncompatibleError("server sent no UDX stream info", "SERVER_ERROR")
+    return remote
+
+
+def _choose(dht, reply: HandshakeReply, remote: NoisePayload, lan: bool) -> Path:
+    return choose_client_path(
+        relayed=reply.relayed,
+        relay_address=reply.relay_address,
+        server_address=reply.server_address,
+        client_address=reply.client_address,
+        server_firewall=remote.firewall,
+        server_addresses=list(remote.addresses4),
+        server_holepunchable=bool(remote.holepunch and remote.holepunch.relays),
+        client_firewall=firewall_of(dht),
+        local_addresses=[tuple(dht.address)],
+        lan=lan,
+    )
+
+
+async def _open_path(dht, path: Path) -> Address | None:
+    """The address to point our stream at (None: wait for the server's packet)."""
+    if path.kind is PathKind.DIRECT:
+        return path.address
+    if path.kind is PathKind.PASSIVE:
+        return None
+    if path.kind is PathKind.LAN:
+        try:
+            await dht.request(path.address, m.PING, internal=True, retries=1,
+                              timeout=LAN_PING_TIMEOUT, socket=handshake_socket(dht))
+        except MeshError as e:
+            raise HolepunchRequiredError("LAN address %s:%d did not answer" % path.address) from e
+        return path.address
+    # PathKind.HOLEPUNCH: the NAT traversal of a later issue plugs in here.
+    raise HolepunchRequiredError("peer is behind a NAT on another host; holepunching is not implemented")
+
+
+async def _handshake(dht, public_key: bytes, msg1: bytes, relays: list[Address]) -> HandshakeReply:
+    """Send message 1 through relays until one answers; raises if none can."""
+    target = crypto.hash(public_key)
+    value = m.encode_handshake(m.Handshake(m.FROM_CLIENT, msg1))
+    sem = asyncio.Semaphore(PARALLEL)
+    done: asyncio.Future = asyncio.get_running_loop().create_future()
+    tried: set[Address] = set()
+    attempts: list[asyncio.Task] = []
+    errors: list[BaseException] = []
+
+    async def attempt(addr: Address) -> None:
+        async with sem:
+            if done.done():
+                return
+            try:
+                reply = await _ask(dht, target, value, addr)
+            except MeshError as e:
+                errors.append(e)
+                return
+            if not done.done():
+                done.set_result(reply)
+
+    def start(addr: Address) -> None:
+        addr = (addr[0], addr[1])
+        if addr not in tried and not done.done():
+            tried.add(addr)
+            attempts.append(asyncio.ensure_future(attempt(addr)))
+
+    async def search() -> None:
+        for addr in relays:
+            start(addr)
+        async for found in dht.find_peer_iter(public_key):
+            if done.done():
+                return
+            start(found.from_address)
+
+    search_task = asyncio.ensure_future(search())
+    try:
+        while not done.done():
+            pending = [t for t in attempts if not t.done()]
+            waiting = pending + ([search_task] if not search_task.done() else [])
+            if not waiting:
+                if search_task.done() and search_task.exception() is not None:
+                    raise search_task.exception()
+                if not tried:
+                    raise PeerNotFoundError("no DHT node knows a route to %s" % public_key.hex()[:16])
+                raise PeerConnectionFailedError(
+                    "%d relays tried, none answered the handshake" % len(tried)) from (
+                    errors[-1] if errors else None)
+            await asyncio.wait(waiting + [done], return_when=asyncio.FIRST_COMPLETED)
+        return done.result()
+    finally:
+        search_task.cancel()
+        for t in attempts:
+            t.cancel()
+        await asyncio.gather(search_task, *attempts, return_exceptions=True)
+
+
+async def _ask(dht, target: bytes, value: bytes, addr: Address) -> HandshakeReply:
+    res = await dht.request(addr, m.PEER_HANDSHAKE, target=target, value=value,
+                            socket=handshake_socket(dht))
+    if not res.value:
+        raise PeerConnectionFailedError("%s:%d has no route to the server" % addr)
+    try:
+        hs = m.decode_handshake(res.value)
+    except DecodeError as e:
+        raise PeerConnectionFailedError("bad handshake reply from %s:%d" % addr) from e
+    if hs.mode != m.REPLY or not hs.noise or tuple(res.from_address) != tuple(addr):
+        raise PeerConnectionFailedError("bad handshake reply from %s:%d" % addr)
+    return HandshakeReply(
+        relay_address=tuple(addr),
+        client_address=tuple(res.to) if res.to else None,
+        server_address=tuple(hs.peer_address) if hs.peer_address else tuple(addr),
+        relayed=hs.peer_address is not None,
+        noise=hs.noise,
+    )

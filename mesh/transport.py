@@ -1,0 +1,77 @@
+"""Where the connection layer meets the DHT socket and the stream stack.
+
+One UDX mux per DHT shares the DHT's server socket (datagrams starting 0xff
+0x01 are routed to it); every handshake of ours is sent from that same socket,
+so the address a peer learns from the handshake is the one our streams use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+from mesh.connection import Connection
+from mesh.encoding import Address
+from mesh.noise import NoiseResult
+from mesh.noise_payload import FIREWALL_OPEN, FIREWALL_UNKNOWN
+from mesh.udx import UDXMux, UDXStream
+
+# How long a stream waits for the peer's first packet when it cannot dial
+# (hyperdht's HANDSHAKE_INITIAL_TIMEOUT).
+FIRST_PACKET_TIMEOUT = 10.0
+
+_muxes: "weakref.WeakKeyDictionary[object, UDXMux]" = weakref.WeakKeyDictionary()
+
+
+def udx_mux(dht) -> UDXMux:
+    """The UDX mux on `dht`'s socket (created and registered on first use)."""
+    mux = _muxes.get(dht)
+    if mux is None:
+        mux = UDXMux(lambda data, addr: dht.send_raw(data, addr, dht.io.server))
+        dht.set_udx_handler(lambda data, addr, _socket: mux.on_datagram(data, addr))
+        _muxes[dht] = mux
+    return mux
+
+
+def handshake_socket(dht):
+    """The endpoint our handshakes go out on: the one our UDX streams use."""
+    return dht.io.server
+
+
+def firewall_of(dht) -> int:
+    """What we tell peers about our reachability."""
+    return FIREWALL_UNKNOWN if dht.firewalled else FIREWALL_OPEN
+
+
+def our_addresses(dht) -> list[Address]:
+    """Addresses a peer may reach our streams at: public (when reachable), then local."""
+    out: list[Address] = []
+    public = dht.public_address if not dht.firewalled else None
+    if public:
+        out.append(tuple(public))
+    local = tuple(dht.address)
+    if local not in out:
+        out.append(local)
+    return out
+
+
+def connect_stream(stream: UDXStream, remote_id: int, address: Address | None) -> None:
+    """Point `stream` at the peer's stream; with no address, the peer's first
+    packet supplies it, and the stream is destroyed if none comes in time."""
+    stream.connect(remote_id, address)
+    if address is None:
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(FIRST_PACKET_TIMEOUT, _expire_unconnected, stream)
+        stream.closed.add_done_callback(lambda _f: handle.cancel())
+
+
+def _expire_unconnected(stream: UDXStream) -> None:
+    if not stream.connected:
+        from mesh.connect_errors import HandshakeTimeoutError
+
+        stream.destroy(HandshakeTimeoutError("no packet from the peer's stream"))
+
+
+def secure_connection(stream: UDXStream, result: NoiseResult) -> Connection:
+    """The secret-stream connection over `stream`, keyed by the handshake."""
+    return Connection(stream, result)
