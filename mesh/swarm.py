@@ -40,6 +40,8 @@ class SwarmConfig:
     max_peers / max_parallel: connection limits (hyperswarm: 64 / 3).
     connect_timeout: seconds for one dial (handshake + stream).
     seed: seeds the jitter of refreshes and retries (tests), None = random.
+    firewalled: passed to the DHT we build (None = detect; True = never tell
+    peers we are reachable, which makes them use the LAN / wait paths).
     """
 
     keypair: KeyPair
@@ -51,6 +53,7 @@ class SwarmConfig:
     firewall: Firewall | None = None
     connect_timeout: float = 20.0
     seed: int | None = None
+    firewalled: bool | None = None
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Swarm:
             self.keypair.public_key, config.max_peers, config.max_parallel, self.rng
         )
         self.connections: dict[bytes, object] = {}
+        self._dialing: dict[bytes, bool] = {}  # public key -> superseded by an incoming connection
         self.stats = dict.fromkeys(
             ("dialled", "dial_failed", "incoming", "duplicates", "firewalled", "over_limit"), 0
         )
@@ -106,8 +110,8 @@ class Swarm:
             from mesh.dht import DHT, DHTConfig  # the DHT package is optional for a given dht
             from mesh.net import UDPNetwork
 
-            cfg = DHTConfig(bootstrap=list(self.config.bootstrap), host=self.config.host,
-                            port=self.config.port)
+            cfg = DHTConfig(bootstrap=tuple(self.config.bootstrap), host=self.config.host,
+                            port=self.config.port, firewalled=self.config.firewalled)
             self.dht = DHT(cfg, network=self._network or UDPNetwork())
         await self.dht.ready()
         self._dialer = asyncio.ensure_future(self._dial_loop())
@@ -249,6 +253,7 @@ class Swarm:
         if self._firewall(pk):
             self.table.closed(pk, asyncio.get_running_loop().time())
             return
+        self._dialing[pk] = False  # True once an incoming connection superseded this dial
         try:
             conn = await asyncio.wait_for(
                 connect(self.dht, pk, keypair=self.keypair, relay_addresses=peer.relay_addresses),
@@ -256,10 +261,15 @@ class Swarm:
             )
         except (MeshError, asyncio.TimeoutError):
             self.stats["dial_failed"] += 1
-            self.table.closed(pk, asyncio.get_running_loop().time())
+            if not self._dialing.pop(pk, False):
+                self.table.closed(pk, asyncio.get_running_loop().time())
             self._wake.set()
             return
-        self._add_connection(conn, client=True)
+        if self._dialing.pop(pk, False):
+            self.stats["duplicates"] += 1
+            conn.destroy(DuplicateConnectionError("duplicate connection"))
+        else:
+            self._add_connection(conn, client=True)
         self._wake.set()
 
     def _on_incoming(self, conn) -> None:
@@ -269,6 +279,14 @@ class Swarm:
             self.stats["over_limit"] += 1
             conn.destroy(ClosedError("too many peers"))
             return
+        if pk in self._dialing and pk not in self.connections:
+            # Both sides are dialling: the same tie break as for two open connections,
+            # with our pending dial as the existing one (hyperswarm counts it too).
+            if not sl.keep_new_connection(self.keypair.public_key, pk, conn.is_initiator, False):
+                self.stats["duplicates"] += 1
+                conn.destroy(DuplicateConnectionError("duplicate connection"))
+                return
+            self._dialing[pk] = True
         self._add_connection(conn, client=False)
 
     def _add_connection(self, conn, client: bool) -> None:

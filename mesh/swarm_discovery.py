@@ -78,7 +78,9 @@ class Discovery:
 
     async def _announce(self) -> None:
         server = await self.swarm.ensure_server()
-        await self.swarm.dht.announce(self.topic, self.swarm.keypair, list(server.relay_addresses))
+        # refresh=False: this handle re-announces itself (with fresh relay addresses).
+        await self.swarm.dht.announce(self.topic, self.swarm.keypair, list(server.relay_addresses),
+                                      refresh=False)
         self.announced = True
 
     async def _lookup(self) -> None:

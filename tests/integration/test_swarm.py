@@ -1,0 +1,196 @@
+"""Python Swarm / server / connect over real UDP sockets on 127.0.0.1, on a
+Python DHT testnet: data both ways, reconnect, firewall, bad handshakes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+
+from mesh import crypto
+from mesh.connect import connect
+from mesh.connect_errors import ConnectionRefusedByPeer, HandshakeTimeoutError, PeerNotFoundError
+from mesh.dht import messages as m
+from mesh.dht import testnet as dht_testnet
+from mesh.server import create_server
+from mesh.swarm import Swarm, SwarmConfig
+from mesh.transport import udx_mux
+
+MB10 = 10_000_000
+TOPIC = crypto.hash(b"mesh swarm integration topic")
+
+
+def data_of(n: int, tag: bytes) -> bytes:
+    block = hashlib.sha256(tag).digest() * 2048  # 64 KiB
+    return (block * (n // len(block) + 1))[:n]
+
+
+async def send_all(conn, data: bytes, chunk: int = 65536) -> None:
+    for i in range(0, len(data), chunk):
+        if not conn.write(data[i:i + chunk]):
+            await conn.drain()
+
+
+async def recv_n(conn, n: int) -> str:
+    h = hashlib.sha256()
+    got = 0
+    async for msg in conn:
+        h.update(msg)
+        got += len(msg)
+        if got >= n:
+            break
+    assert got == n
+    return h.hexdigest()
+
+
+def swarm(tn, seed: int, **kw) -> Swarm:
+    return Swarm(SwarmConfig(keypair=crypto.keypair(bytes([seed]) * 32),
+                             bootstrap=tuple(tn.bootstrap), **kw))
+
+
+async def next_conn(sw: Swarm, timeout: float = 20.0):
+    return await asyncio.wait_for(sw.__anext__(), timeout)
+
+
+async def test_python_swarms_connect_and_exchange_10mb_both_ways():
+    async with dht_testnet(3) as tn:
+        a, b = swarm(tn, 1), swarm(tn, 2)
+        try:
+            await asyncio.wait_for(a.join(TOPIC, server=True, client=False).flushed(), 20)
+            await asyncio.wait_for(b.join(TOPIC, server=False, client=True).flushed(), 20)
+            conn_b, info_b = await next_conn(b)
+            conn_a, info_a = await next_conn(a)
+            assert info_b.public_key == a.keypair.public_key and info_b.topics == [TOPIC]
+            assert info_a.public_key == b.keypair.public_key and not info_a.client
+            up, down = data_of(MB10, b"up"), data_of(MB10, b"down")
+            results = await asyncio.wait_for(asyncio.gather(
+                send_all(conn_b, up), recv_n(conn_a, MB10),
+                send_all(conn_a, down), recv_n(conn_b, MB10)), 90)
+            assert results[1] == hashlib.sha256(up).hexdigest()
+            assert results[3] == hashlib.sha256(down).hexdigest()
+            assert len(a.connections) == len(b.connections) == 1
+        finally:
+            await b.destroy()
+            await a.destroy()
+
+
+async def test_both_sides_dialling_keep_exactly_one_connection():
+    async with dht_testnet(3) as tn:
+        a, b = swarm(tn, 3), swarm(tn, 4)
+        try:
+            da, db = a.join(TOPIC), b.join(TOPIC)
+            await asyncio.wait_for(asyncio.gather(da.flushed(), db.flushed()), 20)
+            await asyncio.wait_for(asyncio.gather(da.refresh(), db.refresh()), 20)
+            await asyncio.wait_for(asyncio.gather(a.flush(), b.flush()), 30)
+            ca = a.connections[b.keypair.public_key]
+            cb = b.connections[a.keypair.public_key]
+            assert ca.handshake_hash == cb.handshake_hash  # the same connection survived on both ends
+            ca.write(b"ping")
+            assert await asyncio.wait_for(cb.__anext__(), 10) == b"ping"
+        finally:
+            await b.destroy()
+            await a.destroy()
+
+
+async def test_restarted_peer_is_reconnected():
+    async with dht_testnet(3) as tn:
+        a, b = swarm(tn, 5), swarm(tn, 6)
+        try:
+            await asyncio.wait_for(a.join(TOPIC, server=True, client=False).flushed(), 20)
+            await asyncio.wait_for(b.join(TOPIC, server=False, client=True).flushed(), 20)
+            first, _ = await next_conn(b)
+            await a.destroy()  # the peer goes away...
+            await asyncio.wait_for(asyncio.wait([first.closed]), 20)
+            a = swarm(tn, 5)  # ...and comes back with the same key
+            await asyncio.wait_for(a.join(TOPIC, server=True, client=False).flushed(), 20)
+            second, info = await next_conn(b, timeout=40)  # redialled by b's backoff
+            assert info.public_key == a.keypair.public_key
+            second.write(b"again")
+            conn_a, _ = await next_conn(a)
+            assert await asyncio.wait_for(conn_a.__anext__(), 10) == b"again"
+        finally:
+            await b.destroy()
+            await a.destroy()
+
+
+async def test_firewall_refuses_unknown_keys_before_any_data():
+    async with dht_testnet(3) as tn:
+        friend = crypto.keypair(b"\x21" * 32)
+        a = swarm(tn, 7, firewall=lambda key: key != friend.public_key)
+        stranger_dht = await tn.create_node()
+        friend_dht = await tn.create_node()
+        try:
+            await asyncio.wait_for(a.join(TOPIC, server=True, client=False).flushed(), 20)
+            with pytest.raises(ConnectionRefusedByPeer):
+                await connect(stranger_dht, a.keypair.public_key, keypair=crypto.keypair(b"\x22" * 32))
+            assert a._server.stats["firewalled"] == 1
+            assert a.connections == {} and a._queue.empty()
+            ok = await connect(friend_dht, a.keypair.public_key, keypair=friend)
+            conn_a, info = await next_conn(a)
+            assert info.public_key == friend.public_key
+            ok.write(b"hi")
+            assert await asyncio.wait_for(conn_a.__anext__(), 10) == b"hi"
+            ok.destroy()
+        finally:
+            await a.destroy()
+
+
+async def test_unknown_key_is_peer_not_found():
+    async with dht_testnet(3) as tn:
+        node = await tn.create_node()
+        with pytest.raises(PeerNotFoundError):
+            await connect(node, crypto.keypair().public_key, keypair=crypto.keypair(), timeout=15)
+
+
+async def test_bad_and_replayed_handshakes_are_dropped_and_counted():
+    async with dht_testnet(3) as tn:
+        server_dht = await tn.create_node()
+        client_dht = await tn.create_node()
+        kp = crypto.keypair(b"\x31" * 32)
+        server = create_server(server_dht)
+        await server.listen(kp)
+        target = crypto.hash(kp.public_key)
+        try:
+            async def raw_handshake(noise: bytes):
+                value = m.encode_handshake(m.Handshake(m.FROM_CLIENT, noise))
+                return await client_dht.request(server_dht.address, m.PEER_HANDSHAKE, target=target,
+                                                value=value, retries=1, timeout=0.5)
+
+            # garbage and a message sealed for another server key: no answer
+            from mesh.noise import NoiseWrap
+            from mesh.noise_payload import NoisePayload, UdxInfo
+            wrong = NoiseWrap(crypto.keypair(), crypto.keypair().public_key)
+            for noise in (b"\x00" * 40, wrong.send(NoisePayload(udx=UdxInfo(id=1)))):
+                with pytest.raises(Exception) as err:
+                    await raw_handshake(noise)
+                assert isinstance(err.value, (TimeoutError, asyncio.TimeoutError))
+            assert server.stats["bad_handshake"] == 2
+
+            # a real first message is answered once; replayed after its window it is dropped
+            good = NoiseWrap(crypto.keypair(), kp.public_key).send(NoisePayload(udx=UdxInfo(id=7)))
+            reply = await raw_handshake(good)
+            assert m.decode_handshake(reply.value).mode == m.REPLY
+            server._pending.clear()  # the retransmission window has passed
+            with pytest.raises(Exception) as err:
+                await raw_handshake(good)
+            assert isinstance(err.value, (TimeoutError, asyncio.TimeoutError))
+            assert server.stats["replayed"] == 1
+            assert server.stats["connections"] == 1
+        finally:
+            await server.close()
+
+
+async def test_handshake_to_silent_server_times_out():
+    async with dht_testnet(3) as tn:
+        server_dht = await tn.create_node()
+        client_dht = await tn.create_node()
+        kp = crypto.keypair(b"\x41" * 32)
+        server = create_server(server_dht, firewall=lambda *a: asyncio.sleep(30, result=False))
+        await server.listen(kp)
+        try:
+            with pytest.raises(HandshakeTimeoutError):
+                await connect(client_dht, kp.public_key, keypair=crypto.keypair(), timeout=2)
+        finally:
+            await server.close()
+        assert not [s for s in udx_mux(client_dht).streams.values()]
