@@ -29,7 +29,8 @@ from mesh.noise import NoiseWrap
 from mesh.noise_payload import ERROR_NONE, ERROR_VERSION_MISMATCH, NoisePayload, UdxInfo
 from mesh.paths import Path, PathKind, choose_client_path
 from mesh.transport import (
-    connect_stream, firewall_of, handshake_socket, our_addresses, secure_connection, udx_mux,
+    connect_stream, firewall_of, handshake_socket, our_addresses, path_stats, secure_connection,
+    udx_mux,
 )
 
 PARALLEL = 3
@@ -65,6 +66,8 @@ async def connect(dht, public_key: bytes, *, keypair: crypto.KeyPair,
             raise HandshakeTimeoutError("no handshake reply in %.1f s" % timeout) from None
         remote = _read_reply(wrap, reply.noise)
         path = _choose(dht, reply, remote, lan)
+        stats = path_stats(dht)
+        stats[path.kind.value] = stats.get(path.kind.value, 0) + 1
         address = await _open_path(dht, path)
         connect_stream(stream, remote.udx.id, address)
         return secure_connection(stream, wrap.final())

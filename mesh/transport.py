@@ -21,6 +21,15 @@ from mesh.udx import UDXMux, UDXStream
 FIRST_PACKET_TIMEOUT = 10.0
 
 _muxes: "weakref.WeakKeyDictionary[object, UDXMux]" = weakref.WeakKeyDictionary()
+_path_stats: "weakref.WeakKeyDictionary[object, dict[str, int]]" = weakref.WeakKeyDictionary()
+
+
+def path_stats(dht) -> dict[str, int]:
+    """How many client connections on `dht` took each path (direct, lan, passive, ...)."""
+    stats = _path_stats.get(dht)
+    if stats is None:
+        stats = _path_stats[dht] = {}
+    return stats
 
 
 def udx_mux(dht) -> UDXMux:
