@@ -29,8 +29,8 @@ from mesh.noise import NoiseWrap
 from mesh.noise_payload import ERROR_NONE, ERROR_VERSION_MISMATCH, NoisePayload, UdxInfo
 from mesh.paths import Path, PathKind, choose_client_path
 from mesh.transport import (
-    connect_stream, firewall_of, handshake_socket, our_addresses, path_stats, secure_connection,
-    udx_mux,
+    connect_stream, firewall_of, handshake_socket, new_stream, our_addresses, path_stats,
+    secure_connection,
 )
 
 PARALLEL = 3
@@ -52,8 +52,7 @@ async def connect(dht, public_key: bytes, *, keypair: crypto.KeyPair,
                   lan: bool = True):
     """Open a secure connection to the server listening on `public_key`."""
     await dht.ready()
-    mux = udx_mux(dht)
-    stream = mux.create_stream()
+    stream = new_stream(dht, hold_early=True)
     try:
         wrap = NoiseWrap(keypair, public_key)
         msg1 = wrap.send(NoisePayload(
@@ -69,8 +68,9 @@ async def connect(dht, public_key: bytes, *, keypair: crypto.KeyPair,
         stats = path_stats(dht)
         stats[path.kind.value] = stats.get(path.kind.value, 0) + 1
         address = await _open_path(dht, path)
+        conn = secure_connection(stream, wrap.final())  # before early packets are replayed
         connect_stream(stream, remote.udx.id, address)
-        return secure_connection(stream, wrap.final())
+        return conn
     except BaseException:
         stream.destroy()
         raise

@@ -25,7 +25,8 @@ from mesh.noise_payload import ERROR_ABORTED, ERROR_NONE, ERROR_VERSION_MISMATCH
 from mesh.paths import server_connects_now
 from mesh.server_announcer import Announcer
 from mesh.transport import (
-    connect_stream, firewall_of, handshake_socket, our_addresses, secure_connection, udx_mux,
+    connect_stream, firewall_of, handshake_socket, new_stream, our_addresses, secure_connection,
+    udx_mux,
 )
 
 # A retransmitted (or multiply relayed) first message within this window gets
@@ -173,7 +174,7 @@ class Server:
             self.stats["no_udx"] += 1
         if error != ERROR_NONE:
             return wrap.send(NoisePayload(error=error, firewall=firewall_of(self.dht)))
-        stream = udx_mux(self.dht).create_stream()
+        stream = new_stream(self.dht)
         reply = wrap.send(NoisePayload(
             firewall=firewall_of(self.dht),
             addresses4=our_addresses(self.dht),
@@ -181,8 +182,9 @@ class Server:
             relay_addresses=self.relay_addresses or None,
         ))
         connects_now = server_connects_now(client_firewall=remote.firewall, direct=direct)
+        conn = secure_connection(stream, wrap.final())
         connect_stream(stream, remote.udx.id, client if connects_now else None)
-        self._emit(secure_connection(stream, wrap.final()))
+        self._emit(conn)
         return reply
 
     async def _refused(self, remote_key: bytes, payload: NoisePayload, client: Address) -> bool:

@@ -32,14 +32,44 @@ def path_stats(dht) -> dict[str, int]:
     return stats
 
 
+# Packets for a stream whose peer id we do not know yet: the server may start
+# sending the moment it answered the handshake, and its first packets can be
+# read before the reply that names its stream id. Kept per stream, replayed on
+# connect (a few packets at most: the peer's initial window).
+EARLY_PACKETS = 32
+_early: "weakref.WeakKeyDictionary[UDXMux, dict[int, list]]" = weakref.WeakKeyDictionary()
+
+
 def udx_mux(dht) -> UDXMux:
     """The UDX mux on `dht`'s socket (created and registered on first use)."""
     mux = _muxes.get(dht)
     if mux is None:
         mux = UDXMux(lambda data, addr: dht.send_raw(data, addr, dht.io.server))
-        dht.set_udx_handler(lambda data, addr, _socket: mux.on_datagram(data, addr))
+        early: dict[int, list] = {}
+        _early[mux] = early
+
+        def on_udx(data: bytes, addr: Address, _socket) -> None:
+            if mux.on_datagram(data, addr) or len(data) < 8:
+                return
+            held = early.get(int.from_bytes(data[4:8], "little"))
+            if held is not None and len(held) < EARLY_PACKETS:
+                held.append((data, addr))
+
+        dht.set_udx_handler(on_udx)
         _muxes[dht] = mux
     return mux
+
+
+def new_stream(dht, hold_early: bool = False) -> UDXStream:
+    """A stream on `dht`'s mux; with `hold_early`, packets that arrive before
+    `connect_stream` are kept and replayed then."""
+    mux = udx_mux(dht)
+    stream = mux.create_stream()
+    if hold_early:
+        early = _early[mux]
+        early[stream.local_id] = []
+        stream.closed.add_done_callback(lambda _f: early.pop(stream.local_id, None))
+    return stream
 
 
 def handshake_socket(dht):
@@ -68,6 +98,9 @@ def connect_stream(stream: UDXStream, remote_id: int, address: Address | None) -
     """Point `stream` at the peer's stream; with no address, the peer's first
     packet supplies it, and the stream is destroyed if none comes in time."""
     stream.connect(remote_id, address)
+    held = _early.get(stream._mux, {}).pop(stream.local_id, None)
+    for data, addr in held or ():
+        stream._mux.on_datagram(data, addr)
     if address is None:
         loop = asyncio.get_running_loop()
         handle = loop.call_later(FIRST_PACKET_TIMEOUT, _expire_unconnected, stream)

@@ -73,8 +73,10 @@ class NodePeer:
 
     @classmethod
     async def start(cls, bootstrap, seed: bytes | None = None, allow: list[bytes] | None = None,
-                    timeout: float = 30.0) -> "NodePeer":
+                    open_: bool = False, timeout: float = 30.0) -> "NodePeer":
         args = ["swarm-peer.js", "--bootstrap", ",".join(f"{h}:{p}" for h, p in bootstrap)]
+        if open_:
+            args.append("--open")
         if seed is not None:
             args += ["--seed", seed.hex()]
         if allow is not None:

@@ -6,6 +6,8 @@
 //
 // Usage: node swarm-peer.js --bootstrap 127.0.0.1:PORT[,..] [--seed HEX32]
 //                           [--allow HEX,HEX]   (firewall: refuse other keys)
+//                           [--open]            (tell the DHT it is reachable, as
+//                                                our Python nodes find out on loopback)
 //
 // Commands (one JSON object per line):
 //   {"cmd":"join","topic":HEX,"server":true,"client":true}  -> {"event":"flushed","topic":HEX}
@@ -16,6 +18,9 @@
 //   {"cmd":"expect","peer":HEX,"bytes":N} -> {"event":"received","bytes":N,"sha256":..} once N arrived
 //   {"cmd":"echo"}                        echo every message back (RTT benchmarks)
 //   {"cmd":"ping","peer":HEX,"count":N,"size":S}  N round trips -> {"event":"rtt","ms":[...]}
+//   {"cmd":"bench","public_key":HEX,"connects":N,"pings":N,"size":S,"bytes":N}
+//        against an echoing server: N connects by key (+1-byte echo), N pings, one
+//        echoed bulk transfer -> {"event":"bench","setup_ms":[..],"rtt_ms":[..],"bulk_ms":x}
 //   {"cmd":"close","peer":HEX}            destroy that connection
 //   {"cmd":"exit"}                        destroy everything and exit
 // Events also: {"event":"ready",...}, {"event":"connection","public_key":HEX,"topics":[HEX],
@@ -58,7 +63,11 @@ function firewall(remotePublicKey) {
   return !ok
 }
 
-const dht = new HyperDHT({ bootstrap, host: '127.0.0.1' })
+const dht = new HyperDHT({
+  bootstrap,
+  host: '127.0.0.1',
+  ...(process.argv.includes('--open') ? { firewalled: false } : {})
+})
 const swarm = new Hyperswarm({ dht, keyPair, firewall })
 const conns = new Map() // hex key -> { conn, received, hash, expect }
 let echo = false
@@ -142,6 +151,74 @@ async function ping(st, count, size) {
   return ms
 }
 
+function echoOnce(conn, n) {
+  // resolves after n bytes came back on conn
+  return new Promise((resolve, reject) => {
+    let got = 0
+    const ondata = (d) => {
+      got += d.length
+      if (got >= n) {
+        conn.removeListener('data', ondata)
+        conn.removeListener('close', onclose)
+        resolve()
+      }
+    }
+    const onclose = () => reject(new Error('closed'))
+    conn.on('data', ondata)
+    conn.on('close', onclose)
+  })
+}
+
+async function openByKey(publicKey) {
+  const conn = dht.connect(publicKey, { keyPair })
+  let error = null
+  conn.on('error', (err) => {
+    error = err
+  })
+  await new Promise((resolve, reject) => {
+    conn.once('open', resolve)
+    conn.once('close', () => reject(error || new Error('closed before open')))
+  })
+  return conn
+}
+
+async function bench(msg) {
+  const pk = b4a.from(msg.public_key, 'hex')
+  const setup = []
+  for (let i = 0; i < (msg.connects || 10); i++) {
+    const t0 = performance.now()
+    const conn = await openByKey(pk)
+    const back = echoOnce(conn, 1)
+    conn.write(b4a.from([1]))
+    await back
+    setup.push(performance.now() - t0)
+    conn.destroy()
+  }
+  const conn = await openByKey(pk)
+  const rtt = []
+  const ping = Buffer.alloc(msg.size || 64, 7)
+  for (let i = 0; i < (msg.pings || 200); i++) {
+    const back = echoOnce(conn, ping.length)
+    const t0 = performance.now()
+    conn.write(ping)
+    await back
+    rtt.push(performance.now() - t0)
+  }
+  const n = msg.bytes || 10000000
+  const data = pattern(n)
+  const t0 = performance.now()
+  const back = echoOnce(conn, n)
+  for (let off = 0; off < n; off += 65536) {
+    if (!conn.write(data.subarray(off, Math.min(n, off + 65536)))) {
+      await new Promise((resolve) => conn.once('drain', resolve))
+    }
+  }
+  await back
+  const bulk = performance.now() - t0
+  conn.destroy()
+  return { setup_ms: setup, rtt_ms: rtt, bulk_ms: bulk, bytes: n }
+}
+
 async function handle(msg) {
   const get = (k) => {
     const st = conns.get(k)
@@ -185,6 +262,8 @@ async function handle(msg) {
       const ms = await ping(get(msg.peer), msg.count || 100, msg.size || 64)
       return emit({ event: 'rtt', peer: msg.peer, ms })
     }
+    case 'bench':
+      return emit({ event: 'bench', ...(await bench(msg)) })
     case 'close':
       get(msg.peer).conn.destroy()
       return
