@@ -1,0 +1,120 @@
+"""Routes UDX datagrams to streams by the receiver's stream id.
+
+The mux owns no socket: it is given `send(data, addr)` and fed datagrams with
+`on_datagram(data, addr)`, so it can share the DHT's UDP socket (datagrams
+starting 0xff 0x01) or sit on any `mesh.net` endpoint (`UDXMux.bind`). A stream
+whose peer id is known but whose address is not (`connect(remote_id)`) is
+connected by the first packet that carries its id (PROTOCOL.md 3.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+
+from ..encoding import Address
+from ..net import DatagramEndpoint, Network
+from . import packet as P
+from .engine import UDXConfig
+from .stream import UDXStream
+
+_HEADER = P.HEADER
+
+
+class UDXMux:
+    def __init__(self, send: Callable[[bytes, Address], None], config: UDXConfig = UDXConfig()):
+        self.send = send
+        self.config = config
+        self.streams: dict[int, UDXStream] = {}
+        self.endpoint: DatagramEndpoint | None = None
+        self.counters = dict.fromkeys(("garbage", "unknown_stream", "unconnected", "wrong_address"), 0)
+
+    @classmethod
+    async def bind(cls, network: Network, host: str = "127.0.0.1", port: int = 0, config: UDXConfig = UDXConfig()) -> "UDXMux":
+        """A mux on its own endpoint of `network` (for tests, benchmarks, tools)."""
+        mux = cls(lambda d, a: None, config)
+        ep = await network.bind(host, port, mux.on_datagram)
+        _grow_buffers(ep)
+        mux.endpoint = ep
+        mux.send = ep.sendto
+        return mux
+
+    @property
+    def address(self) -> Address | None:
+        return self.endpoint.local_address if self.endpoint else None
+
+    def create_stream(self, local_id: int | None = None, config: UDXConfig | None = None) -> UDXStream:
+        """A new stream under `local_id` (random unused 32-bit id by default)."""
+        if local_id is None:
+            local_id = int.from_bytes(os.urandom(4), "little")
+            while local_id in self.streams:
+                local_id = int.from_bytes(os.urandom(4), "little")
+        elif local_id in self.streams:
+            raise ValueError(f"UDX stream id {local_id} is in use")
+        s = UDXStream(self, local_id, config or self.config)
+        self.streams[local_id] = s
+        return s
+
+    def on_datagram(self, data: bytes, addr: Address) -> bool:
+        """Handle one datagram; False if it is not a UDX packet for a live stream."""
+        if len(data) < 20 or data[0] != 0xFF or data[1] != 1:
+            self.counters["garbage"] += 1
+            return False
+        _m, _v, typ, off, rid, rwnd, seq, ack = _HEADER.unpack_from(data)
+        s = self.streams.get(rid)
+        if s is None:
+            self.counters["unknown_stream"] += 1
+            return False
+        if s.remote_address != addr:
+            if s.remote_address is not None:
+                self.counters["wrong_address"] += 1
+                return False
+            if s.remote_id is None:
+                self.counters["unconnected"] += 1
+                return False
+            s._connect_to(addr)
+        s.engine.receive(typ, off, rwnd, seq, ack, data, s._loop.time())
+        s._schedule()
+        return True
+
+    def _forget(self, s: UDXStream) -> None:
+        if self.streams.get(s.local_id) is not s:
+            return
+        if s.engine.close_error is None and s.engine.config.linger > 0:
+            # a clean close: stay to re-ack the peer's END in case our last ACK was lost
+            s._loop.call_later(s.engine.config.linger, self._drop, s)
+        else:
+            del self.streams[s.local_id]
+
+    def _drop(self, s: UDXStream) -> None:
+        if self.streams.get(s.local_id) is s:
+            del self.streams[s.local_id]
+
+    def destroy_all(self) -> None:
+        for s in list(self.streams.values()):
+            s.destroy()
+
+    def close(self) -> None:
+        """Destroy every stream and close the endpoint if the mux owns one."""
+        self.destroy_all()
+        if self.endpoint is not None:
+            self.endpoint.close()
+
+
+def _grow_buffers(ep: DatagramEndpoint, size: int = 1 << 20) -> None:
+    """Best effort: 1 MiB socket buffers as libudx sets (bursts of a window overflow the default)."""
+    transport = getattr(ep, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, size)
+        except OSError:
+            pass
+
+
+async def wait_closed(stream: UDXStream, timeout: float) -> BaseException | None:
+    return await asyncio.wait_for(asyncio.shield(stream.closed), timeout)
