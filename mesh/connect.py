@@ -24,7 +24,7 @@ from mesh.connect_errors import (
 )
 from mesh.dht import messages as m
 from mesh.encoding import Address
-from mesh.errors import CryptoError, DecodeError, MeshError
+from mesh.errors import ClosedError, CryptoError, DecodeError, MeshError
 from mesh.noise import NoiseWrap
 from mesh.noise_payload import ERROR_NONE, ERROR_VERSION_MISMATCH, NoisePayload, UdxInfo
 from mesh.paths import Path, PathKind, choose_client_path
@@ -71,8 +71,9 @@ async def connect(dht, public_key: bytes, *, keypair: crypto.KeyPair,
         conn = secure_connection(stream, wrap.final())  # before early packets are replayed
         connect_stream(stream, remote.udx.id, address)
         return conn
-    except BaseException:
-        stream.destroy()
+    except BaseException as e:
+        # with the reason: a failed stream does not linger in the mux like a clean close
+        stream.destroy(e if isinstance(e, MeshError) else ClosedError("connect cancelled"))
         raise
 
 

@@ -328,6 +328,10 @@ class Swarm:
 
 
 def _exchanged_data(conn) -> bool:
-    """Whether a connection already carried data both ways (hyperswarm's
-    rawBytesRead > 0 && rawBytesWritten > 0)."""
-    return bool(getattr(conn, "bytes_read", 0)) and bool(getattr(conn, "bytes_written", 0))
+    """Whether an open connection was in use (it delivered application messages).
+
+    hyperswarm counts raw bytes, secret-stream headers included, so every open
+    connection counts and two peers dialling each other at once can each drop
+    the one the other kept; counting messages keeps the key tie break for fresh
+    connections and still replaces a used one the peer must have lost."""
+    return conn.counters.get("messages", 0) > 0

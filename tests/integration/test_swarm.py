@@ -55,6 +55,7 @@ async def next_conn(sw: Swarm, timeout: float = 20.0):
 
 async def test_python_swarms_connect_and_exchange_10mb_both_ways():
     async with dht_testnet(3) as tn:
+        before = asyncio.all_tasks()
         a, b = swarm(tn, 1), swarm(tn, 2)
         try:
             await asyncio.wait_for(a.join(TOPIC, server=True, client=False).flushed(), 20)
@@ -73,6 +74,10 @@ async def test_python_swarms_connect_and_exchange_10mb_both_ways():
         finally:
             await b.destroy()
             await a.destroy()
+        await asyncio.sleep(0)  # let cancelled tasks finish
+        leaked = [t for t in asyncio.all_tasks() - before if not t.done()]
+        assert leaked == []
+        assert a.dht.destroyed and b.dht.destroyed  # their sockets are closed
 
 
 async def test_both_sides_dialling_keep_exactly_one_connection():
