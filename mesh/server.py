@@ -119,8 +119,6 @@ class Server:
 
     def _emit(self, conn) -> None:
         self.stats["connections"] += 1
-        self._connections.add(conn)
-        conn.closed.add_done_callback(lambda _f: self._connections.discard(conn))
         if not self._callbacks:
             self._queue.put_nowait(conn)
         for cb in self._callbacks:
@@ -183,8 +181,11 @@ class Server:
         ))
         connects_now = server_connects_now(client_firewall=remote.firewall, direct=direct)
         conn = secure_connection(stream, wrap.final())
-        connect_stream(stream, remote.udx.id, client if connects_now else None)
-        self._emit(conn)
+        self._connections.add(conn)  # closed with the server, reported or not
+        conn.closed.add_done_callback(lambda _f: self._connections.discard(conn))
+        # Reported once the client's stream is reachable (at once, or on its first packet).
+        connect_stream(stream, remote.udx.id, client if connects_now else None,
+                       on_connected=lambda: self._emit(conn))
         return reply
 
     async def _refused(self, remote_key: bytes, payload: NoisePayload, client: Address) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 
 from mesh.connection import Connection
 from mesh.encoding import Address
@@ -38,6 +39,8 @@ def path_stats(dht) -> dict[str, int]:
 # connect (a few packets at most: the peer's initial window).
 EARLY_PACKETS = 32
 _early: "weakref.WeakKeyDictionary[UDXMux, dict[int, list]]" = weakref.WeakKeyDictionary()
+# Streams waiting for the peer's first packet: stream id -> callback once it came.
+_waiting: "weakref.WeakKeyDictionary[UDXMux, dict[int, Callable[[], None]]]" = weakref.WeakKeyDictionary()
 
 
 def udx_mux(dht) -> UDXMux:
@@ -46,12 +49,20 @@ def udx_mux(dht) -> UDXMux:
     if mux is None:
         mux = UDXMux(lambda data, addr: dht.send_raw(data, addr, dht.io.server))
         early: dict[int, list] = {}
+        waiting: dict[int, Callable[[], None]] = {}
         _early[mux] = early
+        _waiting[mux] = waiting
 
         def on_udx(data: bytes, addr: Address, _socket) -> None:
-            if mux.on_datagram(data, addr) or len(data) < 8:
+            if len(data) < 8:
+                mux.on_datagram(data, addr)  # counted as garbage there
                 return
-            held = early.get(int.from_bytes(data[4:8], "little"))
+            sid = int.from_bytes(data[4:8], "little")
+            if mux.on_datagram(data, addr):
+                if sid in waiting and mux.streams[sid].connected:
+                    waiting.pop(sid)()
+                return
+            held = early.get(sid)
             if held is not None and len(held) < EARLY_PACKETS:
                 held.append((data, addr))
 
@@ -94,17 +105,26 @@ def our_addresses(dht) -> list[Address]:
     return out
 
 
-def connect_stream(stream: UDXStream, remote_id: int, address: Address | None) -> None:
+def connect_stream(stream: UDXStream, remote_id: int, address: Address | None,
+                   on_connected: Callable[[], None] | None = None) -> None:
     """Point `stream` at the peer's stream; with no address, the peer's first
-    packet supplies it, and the stream is destroyed if none comes in time."""
+    packet supplies it, and the stream is destroyed if none comes in time.
+    `on_connected` runs once the peer's address is known (at once if given)."""
+    mux = stream._mux
     stream.connect(remote_id, address)
-    held = _early.get(stream._mux, {}).pop(stream.local_id, None)
-    for data, addr in held or ():
-        stream._mux.on_datagram(data, addr)
     if address is None:
         loop = asyncio.get_running_loop()
         handle = loop.call_later(FIRST_PACKET_TIMEOUT, _expire_unconnected, stream)
-        stream.closed.add_done_callback(lambda _f: handle.cancel())
+        waiting = _waiting[mux]
+        if on_connected is not None:
+            waiting[stream.local_id] = on_connected
+        stream.closed.add_done_callback(lambda _f: (handle.cancel(),
+                                                    waiting.pop(stream.local_id, None)))
+    elif on_connected is not None:
+        on_connected()
+    held = _early.get(mux, {}).pop(stream.local_id, None)
+    for data, addr in held or ():
+        mux.on_datagram(data, addr)
 
 
 def _expire_unconnected(stream: UDXStream) -> None:
