@@ -7,11 +7,14 @@ tokens.py    rotating round-trip tokens                                  (sans-I
 query.py     iterative query state machine                               (sans-IO)
 store.py     announce records, router entries, mutable/immutable values  (sans-IO)
 nat.py       public-address sampling from reply `to` fields              (sans-IO)
+congestion.py  dht-rpc's congestion window (80 per 750 ms slot)        (sans-IO)
 io.py        asyncio driver: sockets, tids, retries, congestion window,
              per-source limits, demux (dht-rpc / UDX / holepunch probes)
 driver.py    runs a query over io.py: async iterator + commit
 handlers.py  the storing node's commands and the handshake relay
-node.py      `DHT`: bootstrap, persistence, maintenance, client verbs
+upkeep.py    NAT sampling, PING_NAT firewall check, persistence, table upkeep
+verbs.py     client verbs: announce, unannounce, find_peer, mutable/immutable
+node.py      `DHT`: lifecycle, serving internal commands, hooks, queries
 testnet.py   `testnet(n)`: n persistent nodes on loopback
 
 Hooks for the connection layer
@@ -27,7 +30,10 @@ Hooks for the connection layer
   PEER_HOLEPUNCH FROM_RELAY calls `on_holepunch(req, hp: messages.Holepunch)`
   returning the reply payload; the node sends FROM_SERVER (id 0) to the relay.
   LOOKUP / FIND_PEER on that target also return the server's record.
-  `dht.unregister_server(public_key)`.
+  `dht.unregister_server(public_key)`. To be found, the server also self-announces:
+  `relays = await dht.announce(target, keypair, relay_addresses, limit=3)` returns
+  the addresses of the nodes that now hold its router entry (its relays), and is
+  refreshed in the background like any announce.
 * Raw answers: an `IncomingRequest` has `reply(value, token=, closer_nodes=, to=)`,
   `error(code)`, and `relay(value, to)` (a request with the same tid, command and
   target sent to `to`), plus tid, command, target, value, from_address, to_address.

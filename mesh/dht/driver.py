@@ -8,9 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .. import encoding as enc
 from ..errors import TimeoutError_
-from . import messages as m
 from .io import Reply
 from .query import Query, QueryNode
 
@@ -157,30 +155,26 @@ class QueryRun:
     def closest_replies(self) -> list[Reply]:
         return [r for r in self.query.closest_replies() if r.token is not None]
 
-    async def commit(self, make_request: Callable[[Reply], tuple[int, bytes | None] | None]) -> int:
-        """For each closest reply, send the write `make_request(reply)` returns
-        (command, value) with that reply's token; returns how many succeeded."""
+    async def commit(self, make_request: Callable[[Reply], tuple[int, bytes | None] | None],
+                     limit: int | None = None) -> list[Reply]:
+        """For each closest reply (the `limit` closest), send the write
+        `make_request(reply)` returns (command, value) with that reply's token;
+        returns the replies of the nodes that accepted it."""
         calls = []
-        for r in self.closest_replies:
+        for r in self.closest_replies[:limit]:
             spec = make_request(r)
             if spec is None:
                 continue
             command, value = spec
             calls.append(self.dht.request(r.from_address, command, target=self.query.target, value=value, token=r.token))
         results = await asyncio.gather(*calls, return_exceptions=True)
-        ok = 0
+        ok = []
         for res in results:
             if isinstance(res, BaseException):
                 if not isinstance(res, Exception):
                     raise res
                 continue
             if res.error == 0:
-                ok += 1
+                ok.append(res)
         return ok
 
-
-def down_hint_value(addr) -> bytes:
-    return enc.ipv4(addr)
-
-
-__all__ = ["QueryRun", "down_hint_value", "m"]

@@ -20,13 +20,12 @@ from ..encoding import Address
 from ..errors import DecodeError, TimeoutError_
 from ..net import DatagramEndpoint, Network
 from . import messages as m
+from .congestion import CongestionWindow
 from .tokens import Tokens
 
 MAX_DATAGRAM = 8192
 DEFAULT_TIMEOUT = 1.0
 DEFAULT_RETRIES = 3
-MAX_WINDOW = 80
-SLOT = 0.75
 RATE_WINDOW = 1.0
 RATE_LIMIT = 200  # requests per source per second
 MAX_RATE_SOURCES = 8192
@@ -140,10 +139,7 @@ class RpcIO:
         self.inflight: dict[int, Outgoing] = {}
         self._tid = random.randrange(65536)
         self._queue: deque[Outgoing] = deque()
-        self._window = [0, 0, 0, 0]
-        self._wi = 0
-        self._total = 0
-        self._slot = 0
+        self.congestion: CongestionWindow | None = None
         self._drain_handle: asyncio.TimerHandle | None = None
         self._rate: dict[Address, int] = {}
         self._rate_window = 0
@@ -155,7 +151,7 @@ class RpcIO:
         self.loop = asyncio.get_running_loop()
         now = self.loop.time()
         self.tokens = Tokens(now)
-        self._slot = int(now / SLOT)
+        self.congestion = CongestionWindow(now)
         self._rate_window = int(now / RATE_WINDOW)
         self.server = await self._bind_server()
         self.client = await self.network.bind(self.host, 0, lambda d, a: self._on_datagram(self.client, d, a))
@@ -367,33 +363,19 @@ class RpcIO:
             self._congestion_recv()
 
     # ------------------------------------------------------------ congestion window
-    def _advance_slots(self) -> None:
-        slot = int(self.loop.time() / SLOT)
-        steps = min(slot - self._slot, 4)
-        self._slot = slot
-        for _ in range(max(steps, 0)):
-            self._wi = (self._wi + 1) & 3
-            self._total -= self._window[self._wi]
-            self._window[self._wi] = 0
-
     def _full(self) -> bool:
-        self._advance_slots()
-        return self._total >= 2 * MAX_WINDOW or self._window[self._wi] >= MAX_WINDOW
+        return self.congestion.is_full(self.loop.time())
 
     def _congestion_send(self) -> None:
-        self._advance_slots()
-        self._total += 1
-        self._window[self._wi] += 1
+        self.congestion.send(self.loop.time())
 
     def _congestion_recv(self) -> None:
-        if self._window[self._wi] > 0:
-            self._window[self._wi] -= 1
-            self._total -= 1
+        self.congestion.recv()
 
     def _schedule_drain(self) -> None:
         if self._drain_handle is not None or self.closed:
             return
-        delay = (self._slot + 1) * SLOT - self.loop.time() + 1e-6
+        delay = self.congestion.next_slot_at() - self.loop.time() + 1e-6
         self._drain_handle = self.loop.call_later(max(delay, 0.0), self._drain)
 
     def _drain(self) -> None:

@@ -8,6 +8,7 @@ and raises only `DecodeError`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .. import crypto
 from .. import encoding as enc
@@ -36,9 +37,29 @@ NS_PEER_HANDSHAKE, NS_PEER_HOLEPUNCH, NS_ANNOUNCE, NS_UNANNOUNCE, NS_MUTABLE_PUT
 MAX_CLOSER_NODES = 20
 
 
+@lru_cache(maxsize=1 << 15)
+def _ipv4(addr: Address) -> bytes:
+    # the same few thousand addresses are encoded over and over (closer nodes)
+    return enc.ipv4(addr)
+
+
+@lru_cache(maxsize=1 << 15)
+def _addr(b: bytes) -> Address:
+    return (f"{b[0]}.{b[1]}.{b[2]}.{b[3]}", b[4] | (b[5] << 8))
+
+
+def _read_addrs(r: Reader, max_items: int) -> list[Address]:
+    n = r.uint()
+    if n > max_items:
+        raise DecodeError(f"array of {n} addresses is too long")
+    raw = r.take(6 * n)
+    return [_addr(raw[i:i + 6]) for i in range(0, 6 * n, 6)]
+
+
+@lru_cache(maxsize=1 << 15)
 def node_id(addr: Address) -> bytes:
     """A node's id: BLAKE2b-256 of its 6-byte ipv4Address (ids cannot be chosen)."""
-    return crypto.hash(enc.ipv4(addr))
+    return crypto.hash(_ipv4(addr))
 
 
 # ---------------------------------------------------------------- dht-rpc framing
@@ -71,7 +92,7 @@ def encode_request(r: Request) -> bytes:
         (1 if r.id else 0) | (2 if r.token else 0) | (4 if r.internal else 0)
         | (8 if r.target else 0) | (16 if r.value else 0)
     )
-    parts = [bytes((REQUEST_ID, flags)), enc.uint16(r.tid), enc.ipv4(r.to)]
+    parts = [bytes((REQUEST_ID, flags)), enc.uint16(r.tid), _ipv4(r.to)]
     if r.id:
         parts.append(enc.fixed(r.id, 32))
     if r.token:
@@ -89,13 +110,13 @@ def encode_response(r: Response) -> bytes:
         (1 if r.id else 0) | (2 if r.token else 0) | (4 if r.closer_nodes else 0)
         | (8 if r.error else 0) | (16 if r.value else 0)
     )
-    parts = [bytes((RESPONSE_ID, flags)), enc.uint16(r.tid), enc.ipv4(r.to)]
+    parts = [bytes((RESPONSE_ID, flags)), enc.uint16(r.tid), _ipv4(r.to)]
     if r.id:
         parts.append(enc.fixed(r.id, 32))
     if r.token:
         parts.append(enc.fixed(r.token, 32))
     if r.closer_nodes:
-        parts.append(enc.array(r.closer_nodes, enc.ipv4))
+        parts.append(enc.uint(len(r.closer_nodes)) + b"".join(map(_ipv4, r.closer_nodes)))
     if r.error:
         parts.append(enc.uint(r.error))
     if r.value:
@@ -105,31 +126,54 @@ def encode_response(r: Response) -> bytes:
 
 def decode_message(buf: bytes) -> Request | Response:
     """Decode one dht-rpc datagram (request or response)."""
-    if len(buf) < 2:
+    if len(buf) < 10:
         raise DecodeError("datagram too short")
-    r = Reader(buf, 1)
-    kind = buf[0]
+    kind, flags = buf[0], buf[1]
+    if kind != REQUEST_ID and kind != RESPONSE_ID:
+        raise DecodeError(f"not a dht-rpc message: first byte {kind:#04x}")
+    if flags > 0xFC:
+        return _decode_slow(buf)
+    # the fixed header is read by index: this runs for every datagram
+    tid = buf[2] | (buf[3] << 8)
+    to = _addr(buf[4:10])
+    pos = 10
+    id_ = token = None
+    if flags & 1:
+        id_ = buf[pos:pos + 32]
+        pos += 32
+    if flags & 2:
+        token = buf[pos:pos + 32]
+        pos += 32
+    if pos > len(buf):
+        raise DecodeError("datagram too short for its id/token")
+    r = Reader(buf, pos)
     if kind == REQUEST_ID:
-        flags = r.uint()
-        tid = r.uint16()
-        to = r.ipv4()
-        id_ = r.fixed32() if flags & 1 else None
-        token = r.fixed32() if flags & 2 else None
         command = r.uint()
         target = r.fixed32() if flags & 8 else None
         value = r.buffer() if flags & 16 else None
         return Request(tid, to, command, bool(flags & 4), id_, token, target, value)
-    if kind == RESPONSE_ID:
-        flags = r.uint()
-        tid = r.uint16()
-        to = r.ipv4()
-        id_ = r.fixed32() if flags & 1 else None
-        token = r.fixed32() if flags & 2 else None
-        closer = r.array(r.ipv4, max_items=MAX_CLOSER_NODES * 4) if flags & 4 else []
-        error = r.uint() if flags & 8 else 0
+    closer = _read_addrs(r, MAX_CLOSER_NODES * 4) if flags & 4 else []
+    error = r.uint() if flags & 8 else 0
+    value = r.buffer() if flags & 16 else None
+    return Response(tid, to, id_, token, closer, error, value)
+
+
+def _decode_slow(buf: bytes) -> Request | Response:
+    r = Reader(buf, 1)
+    flags = r.uint()
+    tid = r.uint16()
+    to = r.ipv4()
+    id_ = r.fixed32() if flags & 1 else None
+    token = r.fixed32() if flags & 2 else None
+    if buf[0] == REQUEST_ID:
+        command = r.uint()
+        target = r.fixed32() if flags & 8 else None
         value = r.buffer() if flags & 16 else None
-        return Response(tid, to, id_, token, closer, error, value)
-    raise DecodeError(f"not a dht-rpc message: first byte {kind:#04x}")
+        return Request(tid, to, command, bool(flags & 4), id_, token, target, value)
+    closer = _read_addrs(r, MAX_CLOSER_NODES * 4) if flags & 4 else []
+    error = r.uint() if flags & 8 else 0
+    value = r.buffer() if flags & 16 else None
+    return Response(tid, to, id_, token, closer, error, value)
 
 
 # ---------------------------------------------------------------- hyperdht bodies

@@ -24,11 +24,11 @@ _DOWN = 2
 class QueryNode:
     __slots__ = ("address", "id", "dist")
 
-    def __init__(self, address: Address, id_: bytes | None, target: int):
+    def __init__(self, address: Address, id_: bytes | None, dist: int):
         self.address = address
         self.id = id_
-        # unknown ids (bootstrap nodes) sort first: they are our only way in
-        self.dist = -1 if id_ is None else int.from_bytes(id_, "big") ^ target
+        # unknown ids (bootstrap nodes) have dist -1 and sort first: they are our only way in
+        self.dist = dist
 
 
 class Query:
@@ -59,8 +59,8 @@ class Query:
     # ---- seeding
     def add(self, address: Address, id_: bytes | None = None, ref: Address | None = None) -> bool:
         """Consider a node; returns False when it is not among the k closest so far."""
-        node = QueryNode(address, id_, self._t)
-        closer = self._is_closer(node.dist)
+        dist = -1 if id_ is None else int.from_bytes(id_, "big") ^ self._t
+        closer = self._is_closer(dist)
         refs = self._seen.get(address)
         if refs is _DONE:
             return closer
@@ -73,7 +73,8 @@ class Query:
         if not closer:
             return False
         self._seen[address] = [] if ref is None else [ref]
-        heapq.heappush(self._pending, (node.dist, next(self._n), node))
+        node = QueryNode(address, id_, dist)
+        heapq.heappush(self._pending, (dist, next(self._n), node))
         return True
 
     def set_table_retry(self, fn) -> None:
@@ -103,7 +104,11 @@ class Query:
 
     @property
     def done(self) -> bool:
-        return self.inflight == 0 and not self._pending
+        """Nothing left to ask, or only retries of slow nodes outstanding while
+        the k closest are already known (as dht-rpc)."""
+        if self._pending:
+            return False
+        return self.inflight == 0 or (self.slow == self.inflight and len(self.closest) >= self.k)
 
     def _finish(self, node: QueryNode, was_slow: bool) -> None:
         self.inflight -= 1

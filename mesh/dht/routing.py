@@ -14,20 +14,24 @@ K = 20
 
 
 class Node:
-    __slots__ = ("id", "int_id", "host", "port", "added", "pinged", "seen", "down_hints")
+    __slots__ = ("id", "int_id", "address", "added", "pinged", "seen", "down_hints")
 
     def __init__(self, id_: bytes, addr: Address, tick: int = 0):
         self.id = id_
         self.int_id = int.from_bytes(id_, "big")
-        self.host, self.port = addr
+        self.address = addr
         self.added = tick
         self.pinged = tick
         self.seen = tick
         self.down_hints = 0
 
     @property
-    def address(self) -> Address:
-        return (self.host, self.port)
+    def host(self) -> str:
+        return self.address[0]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
 
 
 class RoutingTable:
@@ -113,15 +117,28 @@ class RoutingTable:
         self.pending.pop(self._row(node.int_id), None)
 
     def closest(self, target: bytes, k: int | None = None) -> list[Node]:
-        """Up to k members sorted by XOR distance to `target`."""
+        """Up to k members sorted by XOR distance to `target`.
+
+        Walks rows instead of sorting the whole table: members of the target's
+        own row are closest, then every deeper row (one distance band, sorted
+        together), then the shallower rows one by one."""
         t = int.from_bytes(target, "big")
-        nodes = list(self._by_id.values())
         k = self.k if k is None else k
-        if len(nodes) > k:
-            import heapq
-            return heapq.nsmallest(k, nodes, key=lambda n: n.int_id ^ t)
-        nodes.sort(key=lambda n: n.int_id ^ t)
-        return nodes
+        rows = self.rows
+        i = 256 - (t ^ self._int_id).bit_length()
+        key = lambda n: n.int_id ^ t  # noqa: E731
+        out: list[Node] = sorted(rows.get(i, ()), key=key)
+        if len(out) < k:
+            deeper = [n for j, row in rows.items() if j > i for n in row]
+            deeper.sort(key=key)
+            out += deeper
+        j = i - 1
+        while len(out) < k and j >= 0:
+            row = rows.get(j)
+            if row:
+                out += sorted(row, key=key)
+            j -= 1
+        return out[:k]
 
     def oldest(self, count: int) -> list[Node]:
         """The `count` least-recently-pinged members (for the periodic liveness ping)."""

@@ -64,6 +64,11 @@ class GenerationCache:
             return None
         return e.value
 
+    def peek(self, key):
+        """The stored value regardless of age, without collecting."""
+        e = self._young.get(key) or self._old.get(key)
+        return None if e is None else e.value
+
     def delete(self, key) -> None:
         self._young.pop(key, None)
         self._old.pop(key, None)
@@ -113,7 +118,7 @@ class Store:
         self.records.set(target, per, now)
 
     def remove_record(self, target: bytes, public_key: bytes) -> None:
-        per = self.records.get(target, float("-inf"))
+        per = self.records.peek(target)
         if per is not None:
             per.pop(public_key, None)
 

@@ -31,7 +31,7 @@ def test_300_nodes_bootstrap_and_every_node_finds_an_announce():
             assert min(sizes) >= 20
             kp = crypto.keypair(b"\x11" * 32)
             topic = crypto.hash(b"sim topic")
-            assert await tn.nodes[123].announce(topic, kp, [("127.0.0.1", 9)]) >= 10
+            assert len(await tn.nodes[123].announce(topic, kp, [("127.0.0.1", 9)])) >= 10
             found = 0
             for i in range(0, N, 50):
                 found += await _count_found(tn.nodes[i:i + 50], topic, kp.public_key)
@@ -71,4 +71,20 @@ def test_lookups_survive_30_percent_of_nodes_vanishing():
                 await v.destroy()
             alive = [n for n in tn.nodes if not n.destroyed]
             assert await _count_found(alive, topic, kp.public_key) == len(alive)
+    sim.run(main())
+
+
+def test_adaptive_node_becomes_persistent_after_stable_uptime():
+    async def main():
+        net = sim.SimNetwork(latency=0.005, seed=10)
+        async with start_testnet(20, network=net, parallel=5) as tn:
+            node = await tn.create_node(ephemeral=None)
+            assert node.firewalled is False  # PING_NAT answers reached the server socket
+            assert node.id is None
+            await asyncio.sleep(21 * 60)
+            assert node.id is not None and not node.ephemeral
+            # it now serves storage commands like any persistent node
+            kp, topic = crypto.keypair(b"\x71" * 32), node.id  # the topic is its own id: it is the closest
+            accepted = await tn.nodes[3].announce(topic, kp, refresh=False)
+            assert node.address in accepted
     sim.run(main())

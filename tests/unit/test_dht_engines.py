@@ -123,3 +123,22 @@ def test_nat_sampler():
     for p in range(5001, 5010):
         s.add(("1.2.3.4", p))
     assert s.port == 0  # inconsistent mapping
+
+
+def test_congestion_window_limits_per_slot_and_over_four_slots():
+    from mesh.dht.congestion import CongestionWindow
+    cw = CongestionWindow(now=0.0)
+    sent = 0
+    while not cw.is_full(0.1):
+        cw.send(0.1)
+        sent += 1
+    assert sent == 80
+    cw.recv()  # a reply frees a place
+    assert not cw.is_full(0.1)
+    cw.send(0.1)
+    t = 0.8  # next slot: room again, until 160 over the last four slots
+    while not cw.is_full(t):
+        cw.send(t)
+        sent += 1
+    assert cw.is_full(t) and sent == 160
+    assert not cw.is_full(0.75 * 5)  # the old slots have rolled out

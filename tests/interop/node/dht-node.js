@@ -11,6 +11,7 @@
 //   lookup {node, topic}                             -> {peers: [{publicKey, relayAddresses}], requests}
 //   mutable_put {node, seed, value, seq} / mutable_get {node, publicKey} -> {seq, value}
 //   immutable_put {node, value} -> {hash} / immutable_get {node, hash} -> {value}
+//   listen {node, seed} -> {publicKey}; connect {node, publicKey, text} -> {echoed}
 //   memory {}                                        -> {rss, heapUsed}
 //   destroy {}                                       then the process exits
 // Values and keys are hex. Only 127.0.0.0/8 is ever sent to.
@@ -97,6 +98,25 @@ const handlers = {
   async immutable_get(msg) {
     const r = await nodes[msg.node].immutableGet(buf(msg.hash))
     return { value: r ? hex(r.value) : null }
+  },
+  async listen(msg) {
+    // an echo server on the node's key pair (announces itself under hash(publicKey))
+    const server = nodes[msg.node].createServer((conn) => {
+      conn.on('data', (d) => conn.write(d))
+      conn.on('error', () => {})
+    })
+    await server.listen(HyperDHT.keyPair(buf(msg.seed)))
+    return { publicKey: hex(server.publicKey) }
+  },
+  async connect(msg) {
+    const conn = nodes[msg.node].connect(buf(msg.publicKey))
+    const echoed = await new Promise((resolve, reject) => {
+      conn.on('error', reject)
+      conn.on('open', () => conn.write(b4a.from(msg.text)))
+      conn.on('data', (d) => resolve(b4a.toString(d)))
+    })
+    conn.destroy()
+    return { echoed }
   },
   async memory() {
     const m = process.memoryUsage()
