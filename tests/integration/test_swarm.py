@@ -199,3 +199,40 @@ async def test_handshake_to_silent_server_times_out():
         finally:
             await server.close()
         assert not [s for s in udx_mux(client_dht).streams.values()]
+
+
+async def test_mesh_node_cli_reports_connections(tmp_path):
+    import json
+    import signal
+    import sys
+
+    config = tmp_path / "topics.toml"
+    config.write_text('namespace = "swarm-cli"\nbootstrap = []\n')
+    topic = crypto.hash(b"cli topic").hex()
+    async with dht_testnet(3) as tn:
+        boot = ",".join(f"{h}:{p}" for h, p in tn.bootstrap)
+        procs = [await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mesh.node", "--json", "--bootstrap", boot, "--topic-key", topic,
+            "--seed", f"{i:02x}" * 32, "--config", str(config), "--lookup-interval", "1",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE) for i in (1, 2)]
+        keys = [crypto.keypair(bytes([i]) * 32).public_key.hex() for i in (1, 2)]
+
+        async def connection_event(proc) -> dict:
+            while True:
+                line = await proc.stdout.readline()
+                assert line, (await proc.stderr.read()).decode()
+                ev = json.loads(line)
+                if ev["event"] == "connection":
+                    return ev
+
+        try:
+            events = await asyncio.wait_for(asyncio.gather(*map(connection_event, procs)), 30)
+            for ev, other in zip(events, reversed(keys)):
+                assert ev["public_key"] == other
+            assert topic in events[0]["topics"] + events[1]["topics"]  # the dialling side found it there
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                await asyncio.wait_for(p.communicate(), 30)
+                assert p.returncode == 0
