@@ -18,6 +18,7 @@ data is out of order, duplicate or a heartbeat arrives.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,14 +32,16 @@ from .scoreboard import Pkt, Scoreboard
 class UDXConfig:
     """Tunables of one stream (defaults follow libudx where it matters)."""
 
-    mtu: int = 1200  # payload per packet = mtu - 48, as libudx at its base MTU
+    mtu: int = 1200  # starting MTU; payload per packet = mtu - 48, as libudx
+    max_mtu: int = 1500  # probe upward in 32-byte steps (padded DATA) up to this; = mtu disables
     rwnd: int = 4 * 1024 * 1024  # receive window we advertise (bytes)
     initial_cwnd: int = 10  # packets
     initial_rto: float = 1.0
     min_rto: float = 0.2
     max_rto: float = 30.0
     max_rto_count: int = 6  # RTOs on one packet before the stream is closed
-    ack_delay: float = 0.002  # delayed ACK for a lone in-order packet
+    ack_delay: float = 0.002  # delayed ACK for in-order packets below ack_every
+    ack_every: int = 4  # ACK at once after this many in-order packets
     keepalive: float = 0.0  # send a HEARTBEAT after this much sending silence (0 = off)
     high_water: int = 1024 * 1024  # write buffer above which writes should wait
     max_ooo_packets: int = 8192  # out-of-order packets buffered at most
@@ -73,11 +76,15 @@ class UDXEngine:
         self._transmit = transmit
         self.listener = listener
         self.mss = config.mss
+        self.mtu = config.mtu
+        self._probe_pkt: Pkt | None = None
+        self._probe_at: int | None = 16 if config.max_mtu >= config.mtu + P.MTU_STEP else None
         self.closed = False
         self.close_error: BaseException | None = None
         # receive side
         self._ack = 0  # next seq expected from the peer
         self._ooo: dict[int, tuple[int, memoryview]] = {}
+        self._ranges: list[list[int]] = []  # the out-of-order seqs as [start, end) ranges
         self._unacked_rx = 0
         self._ack_now = False
         self._ack_at: float | None = None
@@ -98,7 +105,7 @@ class UDXEngine:
         self.counters = dict.fromkeys(
             ("packets_in", "packets_out", "data_in", "dup_data", "ooo_data", "ooo_dropped", "bad_ack",
              "bad_packet", "messages_in", "heartbeats_in", "acks_out", "retransmits", "fast_retransmits",
-             "rto_timeouts", "tail_probes", "after_close"), 0)
+             "rto_timeouts", "tail_probes", "mtu_probes", "after_close"), 0)
 
     # ---------------------------------------------------------------- public inputs
 
@@ -150,7 +157,7 @@ class UDXEngine:
     def consumed(self, n: int, now: float) -> None:
         """The reader took `n` delivered bytes: reopen the window if it was closing."""
         before = self._rx_buffered
-        self._rx_buffered = max(0, before - n)
+        self._rx_buffered = before - n if before > n else 0
         if before >= self.config.rwnd - 4 * self.mss > self._rx_buffered and not self.closed:
             self._ack_now = True
             self._flush(now)
@@ -166,14 +173,14 @@ class UDXEngine:
                 self._send(0, self.sb.next_seq, b"", now)  # our final ACK was lost: repeat it
             return
         c["packets_in"] += 1
-        if typ & (P.SACK | P.DATA_OR_END | P.MESSAGE) or data_offset:
+        if not data_offset and not typ & P.SACK:
+            blocks, payload = (), memoryview(data)[20:]
+        else:
             try:
                 blocks, payload = P.split_body(typ, data_offset, data)
             except ValueError:
                 c["bad_packet"] += 1
                 return
-        else:
-            blocks, payload = (), None
         seq = _rel(seq_w, self._ack)
         if typ & P.DATA_OR_END:
             self._on_data(typ, seq, payload)
@@ -196,6 +203,8 @@ class UDXEngine:
             if ack >= sb.remote_acked:
                 self.peer_rwnd = rwnd
             sb.on_ack(ack, blocks, bool(typ & P.DATA_OR_END), now)
+            if self._probe_pkt is not None:
+                self._check_probe()
             if self._end_seq is not None and sb.remote_acked > self._end_seq and not self.local_ended:
                 self.local_ended = True
                 self._maybe_finish()
@@ -210,7 +219,7 @@ class UDXEngine:
             self._ack = exp + 1
             self._deliver(typ, payload)
             self._unacked_rx += 1
-            if self._unacked_rx >= 2:
+            if self._unacked_rx >= self.config.ack_every:
                 self._ack_now = True
             return
         if seq < exp:
@@ -230,6 +239,7 @@ class UDXEngine:
         elif seq not in self._ooo:
             c["ooo_data"] += 1
             self._ooo[seq] = (typ, bytes(payload))  # the datagram buffer is not ours to keep
+            self._note_ooo(seq)
         else:
             c["dup_data"] += 1
         self._ack_now = True
@@ -239,6 +249,7 @@ class UDXEngine:
             self._rx_buffered += len(payload)
             self.listener.on_data(payload)
         if typ & P.END:
+            self._ack_now = True  # no delayed ACK for an END: the peer waits on it to close
             self.remote_ended = True
             self.listener.on_end()
             self._maybe_finish()
@@ -297,7 +308,40 @@ class UDXEngine:
 
     def _send_new(self, typ: int, payload: memoryview | bytes, now: float) -> None:
         pkt = self.sb.add(typ, payload, now)
-        self._send(typ, pkt.seq, payload, now)
+        if self._probe_at is not None and pkt.seq >= self._probe_at and len(payload) == self.mss:
+            self._send_probe(pkt, now)
+        else:
+            self._send(typ, pkt.seq, payload, now)
+
+    # ---------------------------------------------------------------- path MTU
+
+    def _send_probe(self, pkt: Pkt, now: float) -> None:
+        """Send `pkt` padded to the next MTU step (libudx-style); a retransmission goes unpadded."""
+        pad = P.MTU_STEP
+        self._probe_pkt, self._probe_at = pkt, None
+        self._transmit(
+            P.HEADER.pack(0xFF, 1, pkt.typ, pad, self.remote_id, self._rwnd(), pkt.seq & 0xFFFFFFFF, self._ack & 0xFFFFFFFF)
+            + bytes(pad) + pkt.payload
+        )
+        self.counters["packets_out"] += 1
+        self.counters["mtu_probes"] += 1
+        self._last_send = now
+        self._ack_now = False
+        self._unacked_rx = 0
+        self._ack_at = None
+
+    def _check_probe(self) -> None:
+        pkt = self._probe_pkt
+        if pkt is None:
+            return
+        if pkt.tx > 1 or pkt.lost:  # the bigger packet did not make it: stay at this MTU
+            self._probe_pkt = None
+        elif pkt.sacked or pkt.seq < self.sb.remote_acked:
+            self._probe_pkt = None
+            self.mtu += P.MTU_STEP
+            self.mss += P.MTU_STEP
+            if self.mtu + P.MTU_STEP <= self.config.max_mtu:
+                self._probe_at = self.sb.next_seq + 8
 
     def _send_ack(self, now: float) -> None:
         self.counters["acks_out"] += 1
@@ -313,18 +357,23 @@ class UDXEngine:
             self._send(0, self.sb.next_seq, b"", now)
 
     def _sack_blocks(self) -> list[tuple[int, int]]:
-        seqs = sorted(self._ooo)
-        blocks: list[tuple[int, int]] = []
-        start = prev = seqs[0]
-        for s in seqs[1:]:
-            if s != prev + 1:
-                blocks.append((start, prev + 1))
-                if len(blocks) >= P.MAX_SACK_BLOCKS:
-                    return blocks
-                start = s
-            prev = s
-        blocks.append((start, prev + 1))
-        return blocks
+        ranges = self._ranges
+        while ranges and ranges[0][1] <= self._ack:
+            ranges.pop(0)
+        return [(a, b) for a, b in ranges[: P.MAX_SACK_BLOCKS]]
+
+    def _note_ooo(self, seq: int) -> None:
+        """Add `seq` to the sorted [start, end) ranges of buffered out-of-order packets."""
+        ranges = self._ranges
+        i = bisect.bisect_right(ranges, [seq, float("inf")])
+        if i and ranges[i - 1][1] == seq:
+            ranges[i - 1][1] = seq + 1
+            if i < len(ranges) and ranges[i][0] == seq + 1:
+                ranges[i - 1][1] = ranges.pop(i)[1]
+        elif i < len(ranges) and ranges[i][0] == seq + 1:
+            ranges[i][0] = seq
+        else:
+            ranges.insert(i, [seq, seq + 1])
 
     # ---------------------------------------------------------------- timers
 
@@ -333,8 +382,11 @@ class UDXEngine:
         if self.closed:
             return None
         sb = self.sb
-        ds = [d for d in (sb.rto_at, sb.pto_at, sb.rack_at, self._ack_at, self._keepalive_at) if d is not None]
-        return min(ds) if ds else None
+        best = None
+        for d in (sb.rto_at, sb.pto_at, sb.rack_at, self._ack_at, self._keepalive_at):
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     def handle_timer(self, now: float) -> None:
         if self.closed or self.remote_id is None:
@@ -382,5 +434,6 @@ class UDXEngine:
         self.close_error = exc
         self._wbuf.clear()
         self._ooo.clear()
+        self._ranges.clear()
         self.sb.clear()
         self.listener.on_close(exc)

@@ -24,10 +24,17 @@ _HEADER = P.HEADER
 
 
 class UDXMux:
-    def __init__(self, send: Callable[[bytes, Address], None], config: UDXConfig = UDXConfig()):
+    def __init__(
+        self,
+        send: Callable[[bytes, Address], None],
+        config: UDXConfig = UDXConfig(),
+        streams: dict[int, UDXStream] | None = None,
+    ):
         self.send = send
         self.config = config
-        self.streams: dict[int, UDXStream] = {}
+        # Muxes of one node's several sockets may share one id table: an unconnected
+        # stream then attaches to whichever socket its first packet arrives on.
+        self.streams: dict[int, UDXStream] = {} if streams is None else streams
         self.endpoint: DatagramEndpoint | None = None
         self.counters = dict.fromkeys(("garbage", "unknown_stream", "unconnected", "wrong_address"), 0)
 
@@ -74,6 +81,7 @@ class UDXMux:
             if s.remote_id is None:
                 self.counters["unconnected"] += 1
                 return False
+            s._mux = self
             s._connect_to(addr)
         s.engine.receive(typ, off, rwnd, seq, ack, data, s._loop.time())
         s._schedule()

@@ -21,6 +21,7 @@ PREFIX = b"\xff\x01"
 DATA, END, SACK, MESSAGE, DESTROY, HEARTBEAT = 1, 2, 4, 8, 16, 32
 DATA_OR_END = DATA | END
 MAX_SACK_BLOCKS = 32
+MTU_STEP = 32  # libudx's MTU probe increment (padding bytes)
 
 HEADER = struct.Struct("<BBBBIIII")
 _PAIR = struct.Struct("<II")

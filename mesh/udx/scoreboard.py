@@ -55,6 +55,7 @@ class Scoreboard:
         self.dupacks = 0
         self._rtx: deque[Pkt] = deque()  # marked lost, waiting to be resent
         self._resent: deque[tuple[Pkt, float]] = deque()  # retransmissions, in send order
+        self._sack_done: dict[int, int] = {}  # SACK block start -> end already processed
         self._high_delivered = 0  # one above the highest seq acked or SACKed
         self.rack_at: float | None = None  # RACK reordering timer
         self.pto_at: float | None = None  # tail loss probe timer
@@ -149,12 +150,19 @@ class Scoreboard:
                     self._enter_recovery()
         if blocks:
             base = self.remote_acked
+            done = self._sack_done
+            if len(done) > 256:
+                self._sack_done = done = {k: v for k, v in done.items() if v > base}
             for s_w, e_w in blocks:
                 s = base + ((s_w - base) & 0xFFFFFFFF)
                 end = s + ((e_w - s_w) & 0xFFFFFFFF)
-                if end > self.next_seq or end - s > 4096:
+                if end > self.next_seq or end - s > 8192:
                     continue
-                for q in range(s, end):
+                # a block usually only grows at its top: skip what an earlier SACK covered
+                start = max(s, base, done.get(s, s))
+                if end > start:
+                    done[s] = end
+                for q in range(start, end):
                     pkt = inflight.get(q)
                     if pkt is None or pkt.sacked:
                         continue

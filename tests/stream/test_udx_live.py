@@ -83,3 +83,29 @@ async def test_node_source_to_python(node_harness):
     finally:
         mux.close()
         await node.close()
+
+
+async def test_killed_node_peer_is_seen_closed_in_bounded_time(node_harness):
+    from mesh.errors import ClosedError, TimeoutError_
+    from mesh.udx import UDXConfig
+
+    node = await NodeProc.start("udx-peer.js")
+    hello = await node.line()
+    mux = await UDXMux.bind(UDPNetwork(), config=UDXConfig(min_rto=0.05, max_rto=1.0))
+    s = mux.create_stream()
+    s.connect(hello["id"], ("127.0.0.1", hello["port"]))
+    node.send({"remoteId": s.local_id, "port": mux.address[1], "mode": "sink"})
+    try:
+        assert not s.write(os.urandom(3_000_000))  # above the high-water mark
+        await asyncio.wait_for(s.drain(), 10)  # drains only as the peer acks
+        assert s.engine.sb.remote_acked > 0 and s.engine.write_buffered > 0
+        node.proc.kill()  # mid-transfer
+        t0 = asyncio.get_running_loop().time()
+        exc = await asyncio.wait_for(asyncio.shield(s.closed), 15)
+        assert isinstance(exc, TimeoutError_)
+        assert asyncio.get_running_loop().time() - t0 < 10
+        with pytest.raises(ClosedError):
+            await s.drain()
+    finally:
+        mux.close()
+        await node.close()
