@@ -236,3 +236,27 @@ async def test_mesh_node_cli_reports_connections(tmp_path):
             for p in procs:
                 await asyncio.wait_for(p.communicate(), 30)
                 assert p.returncode == 0
+
+
+async def test_random_handshake_bytes_never_crash_the_server():
+    import random
+
+    async with dht_testnet(1) as tn:
+        server_dht = await tn.create_node()
+        server = create_server(server_dht)
+        await server.listen(crypto.keypair(b"\x51" * 32))
+        rng = random.Random(5)
+        try:
+            for i in range(300):
+                noise = rng.randbytes(rng.choice([0, 1, 31, 80, 96, 140, 600]))
+                mode = rng.choice([m.FROM_CLIENT, m.FROM_RELAY, m.FROM_SECOND_RELAY])
+                peer = None if mode == m.FROM_CLIENT else ("127.0.0.1", 1000 + i)
+                reply = await server._on_handshake(
+                    type("Req", (), {"from_address": ("127.0.0.1", 2000 + i)})(),
+                    m.Handshake(mode, noise, peer))
+                assert reply is None
+            assert server.stats["bad_handshake"] == server.stats["handshakes"] > 250
+            assert server.stats["connections"] == 0
+            assert udx_mux(server_dht).streams == {}
+        finally:
+            await server.close()
