@@ -126,60 +126,73 @@ async def _open_path(dht, path: Path) -> Address | None:
 
 async def _handshake(dht, public_key: bytes, msg1: bytes, relays: list[Address]) -> HandshakeReply:
     """Send message 1 through relays until one answers; raises if none can."""
-    target = crypto.hash(public_key)
-    value = m.encode_handshake(m.Handshake(m.FROM_CLIENT, msg1))
-    sem = asyncio.Semaphore(PARALLEL)
-    done: asyncio.Future = asyncio.get_running_loop().create_future()
-    tried: set[Address] = set()
-    attempts: list[asyncio.Task] = []
-    errors: list[BaseException] = []
+    return await _RelayRace(dht, public_key, msg1).run(relays)
 
-    async def attempt(addr: Address) -> None:
-        async with sem:
-            if done.done():
+
+class _RelayRace:
+    """The known relays and every node FIND_PEER finds holding the route are asked
+    in turn, PARALLEL at a time; the first valid reply wins, the rest are cancelled."""
+
+    def __init__(self, dht, public_key: bytes, msg1: bytes):
+        self.dht = dht
+        self.public_key = public_key
+        self.target = crypto.hash(public_key)
+        self.value = m.encode_handshake(m.Handshake(m.FROM_CLIENT, msg1))
+        self.sem = asyncio.Semaphore(PARALLEL)
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.tried: set[Address] = set()
+        self.attempts: list[asyncio.Task] = []
+        self.errors: list[MeshError] = []
+
+    async def run(self, relays: list[Address]) -> HandshakeReply:
+        search = asyncio.ensure_future(self._search(relays))
+        try:
+            while not self.done.done():
+                waiting = [t for t in self.attempts + [search] if not t.done()]
+                if not waiting:
+                    self._give_up(search)
+                await asyncio.wait(waiting + [self.done], return_when=asyncio.FIRST_COMPLETED)
+            return self.done.result()
+        finally:
+            search.cancel()
+            for t in self.attempts:
+                t.cancel()
+            await asyncio.gather(search, *self.attempts, return_exceptions=True)
+
+    def _give_up(self, search: asyncio.Task) -> None:
+        if search.exception() is not None:
+            raise search.exception()
+        if not self.tried:
+            raise PeerNotFoundError("no DHT node knows a route to %s" % self.public_key.hex()[:16])
+        raise PeerConnectionFailedError(
+            "%d relays tried, none answered the handshake" % len(self.tried)
+        ) from (self.errors[-1] if self.errors else None)
+
+    async def _search(self, relays: list[Address]) -> None:
+        for addr in relays:
+            self._start(addr)
+        async for found in self.dht.find_peer_iter(self.public_key):
+            if self.done.done():
+                return
+            self._start(found.from_address)
+
+    def _start(self, addr: Address) -> None:
+        addr = (addr[0], addr[1])
+        if addr not in self.tried and not self.done.done():
+            self.tried.add(addr)
+            self.attempts.append(asyncio.ensure_future(self._attempt(addr)))
+
+    async def _attempt(self, addr: Address) -> None:
+        async with self.sem:
+            if self.done.done():
                 return
             try:
-                reply = await _ask(dht, target, value, addr)
+                reply = await _ask(self.dht, self.target, self.value, addr)
             except MeshError as e:
-                errors.append(e)
+                self.errors.append(e)
                 return
-            if not done.done():
-                done.set_result(reply)
-
-    def start(addr: Address) -> None:
-        addr = (addr[0], addr[1])
-        if addr not in tried and not done.done():
-            tried.add(addr)
-            attempts.append(asyncio.ensure_future(attempt(addr)))
-
-    async def search() -> None:
-        for addr in relays:
-            start(addr)
-        async for found in dht.find_peer_iter(public_key):
-            if done.done():
-                return
-            start(found.from_address)
-
-    search_task = asyncio.ensure_future(search())
-    try:
-        while not done.done():
-            pending = [t for t in attempts if not t.done()]
-            waiting = pending + ([search_task] if not search_task.done() else [])
-            if not waiting:
-                if search_task.done() and search_task.exception() is not None:
-                    raise search_task.exception()
-                if not tried:
-                    raise PeerNotFoundError("no DHT node knows a route to %s" % public_key.hex()[:16])
-                raise PeerConnectionFailedError(
-                    "%d relays tried, none answered the handshake" % len(tried)) from (
-                    errors[-1] if errors else None)
-            await asyncio.wait(waiting + [done], return_when=asyncio.FIRST_COMPLETED)
-        return done.result()
-    finally:
-        search_task.cancel()
-        for t in attempts:
-            t.cancel()
-        await asyncio.gather(search_task, *attempts, return_exceptions=True)
+            if not self.done.done():
+                self.done.set_result(reply)
 
 
 async def _ask(dht, target: bytes, value: bytes, addr: Address) -> HandshakeReply:
