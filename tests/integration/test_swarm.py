@@ -260,3 +260,19 @@ async def test_random_handshake_bytes_never_crash_the_server():
             assert udx_mux(server_dht).streams == {}
         finally:
             await server.close()
+
+
+async def test_server_announces_route_and_close_unannounces_it():
+    async with dht_testnet(4) as tn:
+        server_dht = await tn.create_node()
+        other = await tn.create_node()
+        kp = crypto.keypair(b"\x61" * 32)
+        server = create_server(server_dht)
+        await server.listen(kp)
+        assert len(server.announcer.relays) == 3
+        assert server.relay_addresses[0] in (server_dht.public_address, server.announcer.relays[0])
+        found = [r.from_address async for r in other.find_peer_iter(kp.public_key)]
+        assert set(server.announcer.relays) <= set(found)
+        await server.close()
+        found = [r.from_address async for r in other.find_peer_iter(kp.public_key)]
+        assert found == []
