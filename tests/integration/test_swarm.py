@@ -15,7 +15,7 @@ from mesh.dht import messages as m
 from mesh.dht import testnet as dht_testnet
 from mesh.server import create_server
 from mesh.swarm import Swarm, SwarmConfig
-from mesh.transport import udx_mux
+from mesh.transport import path_stats, udx_mux
 
 MB10 = 10_000_000
 TOPIC = crypto.hash(b"mesh swarm integration topic")
@@ -53,10 +53,11 @@ async def next_conn(sw: Swarm, timeout: float = 20.0):
     return await asyncio.wait_for(sw.__anext__(), timeout)
 
 
-async def test_python_swarms_connect_and_exchange_10mb_both_ways():
+@pytest.mark.parametrize("firewalled", [None, True], ids=["reachable", "firewalled"])
+async def test_python_swarms_connect_and_exchange_10mb_both_ways(firewalled):
     async with dht_testnet(3) as tn:
         before = asyncio.all_tasks()
-        a, b = swarm(tn, 1), swarm(tn, 2)
+        a, b = swarm(tn, 1, firewalled=firewalled), swarm(tn, 2, firewalled=firewalled)
         try:
             await asyncio.wait_for(a.join(TOPIC, server=True, client=False).flushed(), 20)
             await asyncio.wait_for(b.join(TOPIC, server=False, client=True).flushed(), 20)
@@ -71,6 +72,7 @@ async def test_python_swarms_connect_and_exchange_10mb_both_ways():
             assert results[1] == hashlib.sha256(up).hexdigest()
             assert results[3] == hashlib.sha256(down).hexdigest()
             assert len(a.connections) == len(b.connections) == 1
+            assert path_stats(b.dht) == {"direct": 1}
         finally:
             await b.destroy()
             await a.destroy()

@@ -76,9 +76,12 @@ async def exchange_10mb(conn, node: NodePeer, our_key: bytes) -> None:
     assert got["bytes"] == MB10 and got["sha256"] == DATA_SHA
 
 
-async def test_python_server_node_client(node_testnet, peers):
+@pytest.mark.parametrize("firewalled", [None, True], ids=["reachable", "firewalled"])
+async def test_python_server_node_client(node_testnet, peers, firewalled):
+    # firewalled: we offer no holepunch, so the Node client dials the address the
+    # relay saw and our stream connects on its first packet
     topic = crypto.hash(b"interop: python server")
-    sw = py_swarm(node_testnet, 1)
+    sw = py_swarm(node_testnet, 1, firewalled=firewalled)
     try:
         await asyncio.wait_for(sw.join(topic, server=True, client=False).flushed(), 30)
         node = await node_peer(peers, node_testnet)
