@@ -278,3 +278,25 @@ async def test_server_announces_route_and_close_unannounces_it():
         await server.close()
         found = [r.from_address async for r in other.find_peer_iter(kp.public_key)]
         assert found == []
+
+
+async def test_leave_unannounces_and_stops_redialling():
+    async with dht_testnet(3) as tn:
+        a, b = swarm(tn, 8), swarm(tn, 9)
+        try:
+            await asyncio.wait_for(a.join(TOPIC, server=True, client=False).flushed(), 20)
+            looker = await tn.create_node()
+            found = {p.public_key async for r in looker.lookup(TOPIC) for p in r.peers}
+            assert a.keypair.public_key in found
+            await b.join(TOPIC, server=False, client=True).flushed()
+            conn, _ = await next_conn(b)
+            await a.leave(TOPIC)
+            found = {p.public_key async for r in looker.lookup(TOPIC) for p in r.peers}
+            assert a.keypair.public_key not in found
+            await b.leave(TOPIC)
+            conn.destroy()
+            await asyncio.wait_for(asyncio.wait([conn.closed]), 10)
+            assert b.table.next_deadline() is None  # nothing left to redial
+        finally:
+            await b.destroy()
+            await a.destroy()
