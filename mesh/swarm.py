@@ -82,6 +82,7 @@ class Swarm:
             self.keypair.public_key, config.max_peers, config.max_parallel, self.rng
         )
         self.connections: dict[bytes, object] = {}
+        self.peer_infos: dict[bytes, PeerInfo] = {}  # of the open connections
         self._dialing: dict[bytes, bool] = {}  # public key -> superseded by an incoming connection
         self.stats = dict.fromkeys(
             ("dialled", "dial_failed", "incoming", "duplicates", "firewalled", "over_limit"), 0
@@ -133,6 +134,7 @@ class Swarm:
         for conn in list(self.connections.values()):
             conn.destroy(ClosedError("swarm destroyed"))
         self.connections.clear()
+        self.peer_infos.clear()
         if self._server is not None:
             await self._server.close()
         if self._own_dht and self.dht is not None:
@@ -184,11 +186,9 @@ class Swarm:
         now = asyncio.get_running_loop().time()
         for rec in peers:
             peer = self.table.found(rec.public_key, list(rec.relay_addresses), topic, now)
-            if peer is not None and peer.connected:
-                conn = self.connections.get(rec.public_key)
-                info = getattr(conn, "peer_info", None)
-                if info is not None and topic not in info.topics:
-                    info.topics.append(topic)
+            info = self.peer_infos.get(rec.public_key)
+            if peer is not None and info is not None and topic not in info.topics:
+                info.topics.append(topic)
         self._wake.set()
 
     def client_topics_changed(self) -> None:
@@ -197,7 +197,8 @@ class Swarm:
 
     # -- connections ---------------------------------------------------------
     def on_connection(self, callback: ConnectionCallback) -> None:
-        """Call `callback(conn, peer_info)` for each new connection."""
+        """Call `callback(conn, peer_info)` for each new connection (instead of
+        delivering it to `async for conn, info in swarm`)."""
         self._callbacks.append(callback)
 
     def __aiter__(self):
@@ -304,13 +305,15 @@ class Swarm:
                 conn.destroy(DuplicateConnectionError("duplicate connection"))
                 return
             self.connections.pop(pk)  # its close must not count as a lost peer
+            self.peer_infos.pop(pk, None)
             existing.destroy(DuplicateConnectionError("duplicate connection"))
         peer = self.table.opened(pk, now)
         info = PeerInfo(pk, list(peer.topics), client)
-        conn.peer_info = info
         self.connections[pk] = conn
+        self.peer_infos[pk] = info
         self._spawn(self._watch(conn))
-        self._queue.put_nowait((conn, info))
+        if not self._callbacks:  # iterate or register callbacks: a queue nobody reads would grow
+            self._queue.put_nowait((conn, info))
         for cb in self._callbacks:
             result = cb(conn, info)
             if inspect.isawaitable(result):
@@ -322,6 +325,7 @@ class Swarm:
         if self.connections.get(pk) is not conn:
             return
         del self.connections[pk]
+        self.peer_infos.pop(pk, None)
         if not self.destroyed:
             self.table.closed(pk, asyncio.get_running_loop().time())
             self._wake.set()
