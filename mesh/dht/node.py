@@ -33,7 +33,8 @@ MAX_DELAYED_PING_MS = 10_000
 
 @dataclass(frozen=True)
 class DHTConfig:
-    """bootstrap: host:port of nodes to join through (empty = first node of a network).
+    """bootstrap: nodes to join through, as (host, port) or "host:port" (empty = the
+    first node of a network).
     ephemeral: True never stores for others; False is persistent at once (needs a
     reachable address: bootstrappers, testnets); None decides adaptively after
     ~20 minutes of stable, unfirewalled uptime, as Node does.
@@ -88,7 +89,7 @@ class DHT(Upkeep, Verbs):
         self._down_hints = 0
         self._tasks: set[asyncio.Task] = set()
         self._announces: dict[tuple[bytes, bytes], _OwnAnnounce] = {}
-        self._bootstrap = tuple(self.config.bootstrap)
+        self._bootstrap = tuple(_parse_bootstrap(b) for b in self.config.bootstrap)
         self._rng = random.Random()
 
     # ------------------------------------------------------------ lifecycle
@@ -290,6 +291,17 @@ class _Deferred:
 
     async def finished(self) -> list:
         return [x async for x in self]
+
+
+def _parse_bootstrap(entry) -> Address:
+    """("host", port) or "host:port" (the form hyperdht's bootstrap lists use)."""
+    if isinstance(entry, str):
+        host, sep, port = entry.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"bootstrap entry is not host:port: {entry!r}")
+        return (host, int(port))
+    host, port = entry
+    return (str(host), int(port))
 
 
 __all__ = ["DHT", "DHTConfig", "FindPeerResult", "LookupResult", "MutableResult"]

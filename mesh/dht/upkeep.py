@@ -11,6 +11,7 @@ from ..encoding import Address
 from . import messages as m
 from .driver import QueryRun
 from .io import Reply
+from .nat import NatSampler
 from .routing import Node
 
 TICK = 5.0
@@ -24,6 +25,9 @@ DOWN_HINTS_PER_TICK = 50
 class Upkeep:
     # ------------------------------------------------------------ persistence / NAT
     def _set_firewalled(self, firewalled: bool) -> None:
+        if firewalled != self.firewalled:
+            # requests now leave from the other socket: old samples describe the wrong port
+            self.nat = NatSampler()
         self.firewalled = firewalled
         self.io.firewalled = firewalled
 

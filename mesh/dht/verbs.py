@@ -12,7 +12,7 @@ from .. import crypto
 from .. import encoding as enc
 from ..crypto import KeyPair
 from ..encoding import Address
-from ..errors import DecodeError
+from ..errors import DecodeError, MeshError
 from . import messages as m
 from .driver import QueryRun
 from .io import Reply
@@ -96,16 +96,25 @@ class Verbs:
         if old is not None and old.handle is not None:
             old.handle.cancel()
         entry = _OwnAnnounce(topic, keypair, relays, limit)
-        delay = ANNOUNCE_REFRESH + self._rng.random() * ANNOUNCE_JITTER
-        entry.handle = self.io.loop.call_later(delay, self._reannounce, key)
         self._announces[key] = entry
+        self._arm(entry)
 
-    def _reannounce(self, key) -> None:
-        entry = self._announces.get(key)
-        if entry is None or self.destroyed:
-            return
+    def _arm(self, entry) -> None:
+        delay = ANNOUNCE_REFRESH + self._rng.random() * ANNOUNCE_JITTER
+        entry.handle = self.io.loop.call_later(delay, lambda: self.spawn(self._refresh_announce(entry)))
+
+    async def _refresh_announce(self, entry) -> None:
         entry.handle = None
-        self.spawn(self.announce(entry.topic, entry.keypair, entry.relays, limit=entry.limit))
+        key = (entry.topic, entry.keypair.public_key)
+        if self._announces.get(key) is not entry or self.destroyed:
+            return
+        try:
+            await self.announce(entry.topic, entry.keypair, entry.relays, refresh=False, limit=entry.limit)
+        except MeshError:
+            self.stats["refresh_errors"] = self.stats.get("refresh_errors", 0) + 1
+        # an unannounce (or a newer announce) while we were busy wins
+        if self._announces.get(key) is entry and not self.destroyed:
+            self._arm(entry)
 
     async def unannounce(self, topic: bytes, keypair: KeyPair) -> int:
         """Stop refreshing and remove our record from the nodes holding it."""

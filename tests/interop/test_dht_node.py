@@ -128,3 +128,40 @@ async def test_mutable_and_immutable_values_both_ways(node):
         assert bytes.fromhex(res["value"]) == b"python blob"
     finally:
         await py.destroy()
+
+
+async def test_node_relays_handshakes_to_a_python_hosted_server(node):
+    from mesh.dht import messages as m
+
+    boot, server = await join_node_testnet(node, 6)
+    client = DHT(DHTConfig(bootstrap=tuple(tuple(b) for b in boot), ephemeral=True))
+    try:
+        await client.ready()
+        kp = crypto.keypair(seed(7))
+        seen = []
+
+        def on_handshake(req, hs):
+            seen.append((hs.mode, hs.noise, hs.peer_address))
+            return b"server noise"
+
+        def on_holepunch(req, hp):
+            seen.append((hp.mode, hp.payload, hp.peer_address))
+            return b"server punch"
+
+        target = server.register_server(kp, on_handshake, on_holepunch)
+        relays = await server.announce(target, kp, limit=3)
+        assert len(relays) == 3  # three Node storing nodes hold the router entry
+        found = await client.find_peer(kp.public_key)
+        assert found is not None and found.from_address in relays
+        value = m.encode_handshake(m.Handshake(m.FROM_CLIENT, b"client noise"))
+        res = await client.request(found.from_address, m.PEER_HANDSHAKE, target=target, value=value)
+        hs = m.decode_handshake(res.value)
+        assert (hs.mode, hs.noise, hs.peer_address) == (m.REPLY, b"server noise", server.address)
+        assert seen[0] == (m.FROM_RELAY, b"client noise", res.to)
+        value = m.encode_holepunch(m.Holepunch(m.FROM_CLIENT, 3, b"client punch"))
+        res = await client.request(found.from_address, m.PEER_HOLEPUNCH, target=target, value=value)
+        hp = m.decode_holepunch(res.value)
+        assert (hp.mode, hp.payload, hp.peer_address) == (m.REPLY, b"server punch", server.address)
+    finally:
+        await client.destroy()
+        await server.destroy()

@@ -55,6 +55,10 @@ def test_record_expires_without_refresh_and_stays_while_refreshed():
             for _ in range(4):  # an hour in total
                 await asyncio.sleep(10 * 60)
                 assert await _found(looker, t_fresh, fresh.public_key)
+            assert await tn.nodes[2].unannounce(t_fresh, fresh) >= 10
+            assert not await _found(looker, t_fresh, fresh.public_key)
+            await asyncio.sleep(15 * 60)  # and the background refresh has stopped
+            assert not await _found(looker, t_fresh, fresh.public_key)
     sim.run(main())
 
 
@@ -81,7 +85,7 @@ def test_adaptive_node_becomes_persistent_after_stable_uptime():
             node = await tn.create_node(ephemeral=None)
             assert node.firewalled is False  # PING_NAT answers reached the server socket
             assert node.id is None
-            await asyncio.sleep(21 * 60)
+            await asyncio.sleep(22 * 60)  # 240 stable 5-second ticks, plus margin
             assert node.id is not None and not node.ephemeral
             # it now serves storage commands like any persistent node
             kp, topic = crypto.keypair(b"\x71" * 32), node.id  # the topic is its own id: it is the closest
