@@ -5,6 +5,15 @@ hyperdht's secret-stream: every `write(message)` is one encrypted frame and
 arrives as one message. Silence is filled with keepalive frames every
 `keepalive` seconds and a peer that stays silent for `timeout` seconds is
 declared dead, so a vanished peer is seen as closed within a bounded time.
+
+Wiring under the DHT handshake (client side; the server mirrors it):
+
+    stream = mux.create_stream()                     # its id goes in our payload
+    noise = NoiseWrap(keypair, server_public_key)
+    msg1 = noise.send(NoisePayload(udx=UdxInfo(id=stream.local_id), ...))
+    remote = noise.recv(msg2)                        # CryptoError if forged
+    stream.connect(remote.udx.id, server_address)    # server: connect(id) and the
+    conn = Connection(stream, noise.final())         # first packet gives the address
 """
 
 from __future__ import annotations
@@ -67,13 +76,18 @@ class Connection:
             return
         stream.write(self._ss.header_frame)
         self._arm_timer()
+        # the peer may have spoken between the stream's connect and now
+        for chunk in stream.take_buffered():
+            self._on_data(memoryview(chunk))
+        if stream._eof and not self.closed.done():
+            self._on_end()
 
     # ------------------------------------------------------------ writing
 
     def write(self, message: bytes) -> bool:
         """Send one message (one frame); False means `await drain()` before more.
 
-        Raises ClosedError once closed, FrameTooLarge above 16 MiB - 18 bytes."""
+        Raises ClosedError once closed, EncodeError above 16 MiB - 18 bytes."""
         if self.closed.done() or self._ending:
             raise ClosedError("connection is closed")
         self._last_tx = self._loop.time()

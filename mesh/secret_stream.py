@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from . import crypto
-from .errors import CryptoError, DecodeError
+from .errors import CryptoError, DecodeError, EncodeError
 
 _NS = crypto.namespace("hyperswarm/secret-stream", [0, 1, 2])
 NS_INITIATOR, NS_RESPONDER, NS_SEND = _NS
@@ -77,7 +77,7 @@ class SecretStream:
     def encrypt(self, message: bytes) -> bytes:
         """One framed, encrypted message (empty = keepalive)."""
         if len(message) > MAX_MESSAGE:
-            raise FrameTooLarge(f"message of {len(message)} bytes exceeds the {MAX_MESSAGE}-byte frame limit")
+            raise EncodeError(f"message of {len(message)} bytes exceeds the {MAX_MESSAGE}-byte frame limit")
         c = self._push.push(message)
         return len(c).to_bytes(3, "little") + c
 

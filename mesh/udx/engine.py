@@ -195,21 +195,24 @@ class UDXEngine:
             self._ack_now = True
         if self.closed:
             return
+        self._on_ack_field(typ, rwnd, ack_w, blocks, now)
+        if not self.closed:
+            self._flush(now)
+
+    def _on_ack_field(self, typ: int, rwnd: int, ack_w: int, blocks, now: float) -> None:
         sb = self.sb
         ack = _rel(ack_w, sb.remote_acked)
         if ack > sb.next_seq or ack < sb.remote_acked - 0x10000:
-            c["bad_ack"] += 1
-        else:
-            if ack >= sb.remote_acked:
-                self.peer_rwnd = rwnd
-            sb.on_ack(ack, blocks, bool(typ & P.DATA_OR_END), now)
-            if self._probe_pkt is not None:
-                self._check_probe()
-            if self._end_seq is not None and sb.remote_acked > self._end_seq and not self.local_ended:
-                self.local_ended = True
-                self._maybe_finish()
-        if not self.closed:
-            self._flush(now)
+            self.counters["bad_ack"] += 1  # acks what we never sent: ignore (as libudx)
+            return
+        if ack >= sb.remote_acked:
+            self.peer_rwnd = rwnd
+        sb.on_ack(ack, blocks, bool(typ & P.DATA_OR_END), now)
+        if self._probe_pkt is not None:
+            self._check_probe()
+        if self._end_seq is not None and sb.remote_acked > self._end_seq and not self.local_ended:
+            self.local_ended = True
+            self._maybe_finish()
 
     def _on_data(self, typ: int, seq: int, payload: memoryview) -> None:
         c = self.counters

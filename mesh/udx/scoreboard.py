@@ -61,6 +61,7 @@ class Scoreboard:
         self.pto_at: float | None = None  # tail loss probe timer
         self._scan = 0  # first-transmission loss scan position
         self._rack_ts = 0.0  # latest send time of a delivered packet
+        self._sample: float | None = None  # RTT sample of the ack being processed
 
     def reset(self, seq: int) -> None:
         self.next_seq = self.remote_acked = self._scan = seq
@@ -116,80 +117,93 @@ class Scoreboard:
     # ------------------------------------------------------------ acks
 
     def on_ack(self, ack: int, blocks, carries_data: bool, now: float) -> None:
-        inflight = self.inflight
+        """Apply a packet's cumulative ack and SACK blocks, then detect losses."""
+        self._sample = None
         delivered = 0
-        rtt_sample = None
         if ack > self.remote_acked:
-            for s in range(self.remote_acked, ack):
-                pkt = inflight.pop(s, None)
-                if pkt is None:
-                    continue
-                self.outstanding_bytes -= pkt.size
-                if not pkt.sacked:
-                    delivered += 1
-                    if not pkt.lost:
-                        self.pipe -= 1
-                    if pkt.tx == 1:
-                        rtt_sample = now - pkt.sent_at
-                    if pkt.sent_at > self._rack_ts:
-                        self._rack_ts = pkt.sent_at
-            self.remote_acked = ack
-            if ack > self._high_delivered:
-                self._high_delivered = ack
-            self.dupacks = 0
-            self.rto_count = 0
-            if self._scan < ack:
-                self._scan = ack
-        elif not blocks and not carries_data and inflight:
-            self.dupacks += 1
-            if self.dupacks == DUPTHRESH:
-                head = inflight.get(self.remote_acked)
-                if head is not None and not head.lost and not head.sacked:
-                    self.e.counters["fast_retransmits"] += 1
-                    self._mark_lost(head)
-                    self._enter_recovery()
+            delivered += self._cumulative(ack, now)
+        elif not blocks and not carries_data and self.inflight:
+            self._dupack()
         if blocks:
-            base = self.remote_acked
-            done = self._sack_done
-            if len(done) > 256:
-                self._sack_done = done = {k: v for k, v in done.items() if v > base}
-            for s_w, e_w in blocks:
-                s = base + ((s_w - base) & 0xFFFFFFFF)
-                end = s + ((e_w - s_w) & 0xFFFFFFFF)
-                if end > self.next_seq or end - s > 8192:
-                    continue
-                # a block usually only grows at its top: skip what an earlier SACK covered
-                start = max(s, base, done.get(s, s))
-                if end > start:
-                    done[s] = end
-                for q in range(start, end):
-                    pkt = inflight.get(q)
-                    if pkt is None or pkt.sacked:
-                        continue
-                    pkt.sacked = True
-                    delivered += 1
-                    if not pkt.lost:
-                        self.pipe -= 1
-                    if pkt.tx == 1:
-                        rtt_sample = now - pkt.sent_at
-                    if pkt.sent_at > self._rack_ts:
-                        self._rack_ts = pkt.sent_at
-                    if q >= self._high_delivered:
-                        self._high_delivered = q + 1
+            delivered += self._sacks(blocks, now)
         if delivered:
             self.detect_losses(now)
         if self._resent:
             self._detect_rtx_losses()
-        if rtt_sample is not None:
-            self._rtt(rtt_sample)
+        if self._sample is not None:
+            self._rtt(self._sample)
         if delivered:
             self._grow(delivered)
-            self.rto_at = now + self.rto if inflight else None
+            self.rto_at = now + self.rto if self.inflight else None
             self._arm_pto(now)
         if self.state != OPEN and self.remote_acked >= self.recovery_point:
             self.state = OPEN
-        if not inflight:
+        if not self.inflight:
             self.rto_at = self.pto_at = self.rack_at = None
+
+    def _delivered(self, pkt: Pkt, now: float) -> None:
+        if not pkt.lost:
+            self.pipe -= 1
+        if pkt.tx == 1:  # Karn: no RTT sample from a retransmitted packet
+            self._sample = now - pkt.sent_at
+        if pkt.sent_at > self._rack_ts:
+            self._rack_ts = pkt.sent_at
+
+    def _cumulative(self, ack: int, now: float) -> int:
+        inflight = self.inflight
+        n = 0
+        for s in range(self.remote_acked, ack):
+            pkt = inflight.pop(s, None)
+            if pkt is None:
+                continue
+            self.outstanding_bytes -= pkt.size
+            if not pkt.sacked:
+                n += 1
+                self._delivered(pkt, now)
+        self.remote_acked = ack
+        if ack > self._high_delivered:
+            self._high_delivered = ack
+        self.dupacks = 0
+        self.rto_count = 0
+        if self._scan < ack:
+            self._scan = ack
+        return n
+
+    def _dupack(self) -> None:
+        self.dupacks += 1
+        if self.dupacks == DUPTHRESH:  # fast retransmit for peers that send no SACK
+            head = self.inflight.get(self.remote_acked)
+            if head is not None and not head.lost and not head.sacked:
+                self.e.counters["fast_retransmits"] += 1
+                self._mark_lost(head)
+                self._enter_recovery()
+
+    def _sacks(self, blocks, now: float) -> int:
+        inflight = self.inflight
+        base = self.remote_acked
+        done = self._sack_done
+        if len(done) > 256:
+            self._sack_done = done = {k: v for k, v in done.items() if v > base}
+        n = 0
+        for s_w, e_w in blocks:
+            s = base + ((s_w - base) & 0xFFFFFFFF)
+            end = s + ((e_w - s_w) & 0xFFFFFFFF)
+            if end > self.next_seq or end - s > 8192:
+                continue
+            # a block usually only grows at its top: skip what an earlier SACK covered
+            start = max(s, base, done.get(s, s))
+            if end > start:
+                done[s] = end
+            for q in range(start, end):
+                pkt = inflight.get(q)
+                if pkt is None or pkt.sacked:
+                    continue
+                pkt.sacked = True
+                n += 1
+                self._delivered(pkt, now)
+                if q >= self._high_delivered:
+                    self._high_delivered = q + 1
+        return n
 
     def _arm_pto(self, now: float) -> None:
         if self.inflight and self.srtt is not None:

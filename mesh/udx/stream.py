@@ -120,6 +120,15 @@ class UDXStream:
         self.engine.consumed(len(chunk), self._loop.time())
         return chunk
 
+    def take_buffered(self) -> list[bytes]:
+        """Hand over what arrived before an `on_data` callback was set (and mark it read)."""
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        n = sum(map(len, chunks))
+        if n:
+            self.engine.consumed(n, self._loop.time())
+        return chunks
+
     def __aiter__(self):
         return self
 

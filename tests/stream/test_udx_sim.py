@@ -194,3 +194,21 @@ def test_fuzzed_packets_never_crash(typ, off, body, seq, ack):
             sb.write(b"ok")
 
     sim.run(main)
+
+
+def test_sequence_numbers_wrap_around_32_bits():
+    async def main():
+        net = sim.SimNetwork(loss=0.02, seed=3)
+        a = await UDXMux.bind(net)
+        b = await UDXMux.bind(net)
+        sa, sb = a.create_stream(), b.create_stream()
+        start = 2**32 - 40
+        sa.connect(sb.local_id, b.address, seq=start)
+        sb.connect(sa.local_id, a.address, ack=start)
+        payload = os.urandom(300_000)
+        w = asyncio.ensure_future(write_all(sa, payload))
+        assert await read_all(sb) == (len(payload), hashlib.sha256(payload).digest())
+        await w
+        assert sa.engine.sb.remote_acked > 2**32  # really went past the wrap
+
+    sim.run(main)
