@@ -33,6 +33,7 @@ from mesh.transport import (
 # the same answer; after it, the same bytes are a replay and are dropped.
 HANDSHAKE_CLEAR_WAIT = 10.0
 REPLAY_MEMORY = 4096  # first messages remembered to reject replays
+MAX_PENDING = 512  # handshakes answered in the last HANDSHAKE_CLEAR_WAIT; more are dropped
 
 # firewall(remote_public_key, remote_payload, client_address) -> True refuses (hyperdht's rule).
 ServerFirewall = Callable[[bytes, NoisePayload, Address], bool | Awaitable[bool]]
@@ -52,7 +53,7 @@ class Server:
         self.announcer: Announcer | None = None
         self.closed = False
         self.stats = dict.fromkeys(
-            ("handshakes", "bad_handshake", "replayed", "firewalled", "version_mismatch",
+            ("handshakes", "bad_handshake", "replayed", "busy", "firewalled", "version_mismatch",
              "no_udx", "connections"), 0)
         self._callbacks: list[Callable[[object], object]] = []
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -136,6 +137,9 @@ class Server:
         if task is None:
             if key in self._seen:
                 self.stats["replayed"] += 1
+                return None
+            if len(self._pending) >= MAX_PENDING:
+                self.stats["busy"] += 1  # a flood: each answer holds a stream for a while
                 return None
             self._remember(key)
             direct = hs.peer_address is None
