@@ -168,6 +168,7 @@ async def test_killed_node_peer_is_seen_closed_and_restarted_peer_reconnected(no
     seed = b"\x77" * 32
     node = await node_peer(peers, node_testnet, seed=seed)
     await node.cmd("join", "flushed", topic=topic.hex(), server=True, client=False)
+    before = asyncio.all_tasks()
     sw = py_swarm(node_testnet, 6)
     try:
         await asyncio.wait_for(sw.join(topic, server=False, client=True).flushed(), 30)
@@ -191,3 +192,8 @@ async def test_killed_node_peer_is_seen_closed_and_restarted_peer_reconnected(no
         await again.wait("received", timeout=30)
     finally:
         await sw.destroy()
+    await asyncio.sleep(0)  # let cancelled tasks finish
+    leaked = [t for t in asyncio.all_tasks() - before
+              if not t.done() and t.get_coro().__qualname__ != "NodePeer._read"]  # the harness's own
+    assert leaked == []
+    assert sw.dht.destroyed
