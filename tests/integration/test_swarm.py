@@ -12,6 +12,7 @@ from mesh import crypto
 from mesh.connect import connect
 from mesh.connect_errors import ConnectionRefusedByPeer, HandshakeTimeoutError, PeerNotFoundError
 from mesh.dht import messages as m
+from mesh.errors import TimeoutError_
 from mesh.dht import testnet as dht_testnet
 from mesh.server import create_server
 from mesh.swarm import Swarm, SwarmConfig
@@ -169,9 +170,8 @@ async def test_bad_and_replayed_handshakes_are_dropped_and_counted():
             from mesh.noise_payload import NoisePayload, UdxInfo
             wrong = NoiseWrap(crypto.keypair(), crypto.keypair().public_key)
             for noise in (b"\x00" * 40, wrong.send(NoisePayload(udx=UdxInfo(id=1)))):
-                with pytest.raises(Exception) as err:
+                with pytest.raises(TimeoutError_):
                     await raw_handshake(noise)
-                assert isinstance(err.value, (TimeoutError, asyncio.TimeoutError))
             assert server.stats["bad_handshake"] == 2
 
             # a real first message is answered once; replayed after its window it is dropped
@@ -179,9 +179,8 @@ async def test_bad_and_replayed_handshakes_are_dropped_and_counted():
             reply = await raw_handshake(good)
             assert m.decode_handshake(reply.value).mode == m.REPLY
             server._pending.clear()  # the retransmission window has passed
-            with pytest.raises(Exception) as err:
+            with pytest.raises(TimeoutError_):
                 await raw_handshake(good)
-            assert isinstance(err.value, (TimeoutError, asyncio.TimeoutError))
             assert server.stats["replayed"] == 1
             assert server.stats["connections"] == 1
         finally:

@@ -11,6 +11,7 @@ import pytest
 
 from mesh import crypto
 from mesh.connect import connect
+from mesh.errors import MeshError
 from mesh.swarm import Swarm, SwarmConfig
 from mesh.transport import path_stats, udx_mux
 from tests.interop.node_swarm import NodePeer, NodeTestnet, pattern
@@ -177,7 +178,7 @@ async def test_killed_node_peer_is_seen_closed_and_restarted_peer_reconnected(no
         sender = asyncio.ensure_future(send_all(conn, DATA))
         node.proc.send_signal(signal.SIGKILL)  # mid-transfer, no goodbye
         await asyncio.wait_for(asyncio.wait([conn.closed]), 40)
-        with pytest.raises(Exception):
+        with pytest.raises(MeshError):
             await sender
         assert node.public_key not in sw.connections
         assert not udx_mux(sw.dht).streams or all(
