@@ -11,6 +11,7 @@ import pytest
 
 from mesh import crypto
 from mesh.connect import connect
+from mesh.connect_errors import HandshakeTimeoutError, PeerConnectionFailedError
 from mesh.errors import MeshError
 from mesh.swarm import Swarm, SwarmConfig
 from mesh.transport import path_stats, udx_mux
@@ -198,3 +199,19 @@ async def test_killed_node_peer_is_seen_closed_and_restarted_peer_reconnected(no
               if not t.done() and t.get_coro().__qualname__ != "NodePeer._read"]  # the harness's own
     assert leaked == []
     assert sw.dht.destroyed
+
+
+async def test_python_client_refused_by_node_firewall_fails_cleanly(node_testnet, peers):
+    # hyperdht drops a refused handshake without an answer: we see a timeout or a
+    # failed connection, never a half-open one
+    node = await node_peer(peers, node_testnet, allow=[])
+    await node.cmd("listen", "listening")
+    sw = py_swarm(node_testnet, 7)
+    await sw.ready()
+    try:
+        with pytest.raises((HandshakeTimeoutError, PeerConnectionFailedError)):
+            await connect(sw.dht, node.public_key, keypair=sw.keypair, timeout=5)
+        await node.wait("refused", timeout=10, public_key=sw.keypair.public_key.hex())
+        assert udx_mux(sw.dht).streams == {}
+    finally:
+        await sw.destroy()
