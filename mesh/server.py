@@ -53,13 +53,14 @@ class Server:
         self.announcer: Announcer | None = None
         self.closed = False
         self.stats = dict.fromkeys(
-            ("handshakes", "bad_handshake", "replayed", "busy", "firewalled", "version_mismatch",
-             "no_udx", "connections"), 0)
+            ("handshakes", "bad_handshake", "replayed", "busy", "firewalled", "firewall_errors",
+             "version_mismatch", "no_udx", "connections"), 0)
         self._callbacks: list[Callable[[object], object]] = []
         self._queue: asyncio.Queue = asyncio.Queue()
         self._pending: dict[bytes, asyncio.Task] = {}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._connections: set = set()
+        self._handlers: set[asyncio.Task] = set()  # async on_connection callbacks
 
     @property
     def public_key(self) -> bytes | None:
@@ -102,6 +103,9 @@ class Server:
             await self.announcer.stop()
         for conn in list(self._connections):
             conn.destroy(ClosedError("server closed"))
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         self._queue.put_nowait(None)
 
     # -- connections out -------------------------------------------------------
@@ -125,7 +129,9 @@ class Server:
         for cb in self._callbacks:
             result = cb(conn)
             if inspect.isawaitable(result):
-                asyncio.ensure_future(result)
+                task = asyncio.ensure_future(result)
+                self._handlers.add(task)
+                task.add_done_callback(self._handlers.discard)
 
     # -- handshakes in -----------------------------------------------------------
     async def _on_handshake(self, req, hs):
@@ -195,9 +201,13 @@ class Server:
     async def _refused(self, remote_key: bytes, payload: NoisePayload, client: Address) -> bool:
         if self.firewall is None:
             return False
-        verdict = self.firewall(remote_key, payload, client)
-        if inspect.isawaitable(verdict):
-            verdict = await verdict
+        try:
+            verdict = self.firewall(remote_key, payload, client)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        except Exception:  # noqa: BLE001 - a broken hook must fail closed, not open
+            self.stats["firewall_errors"] += 1
+            return True
         return bool(verdict)
 
 
