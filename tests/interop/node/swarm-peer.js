@@ -21,6 +21,8 @@
 //   {"cmd":"bench","public_key":HEX,"connects":N,"pings":N,"size":S,"bytes":N}
 //        against an echoing server: N connects by key (+1-byte echo), N pings, one
 //        echoed bulk transfer -> {"event":"bench","setup_ms":[..],"rtt_ms":[..],"bulk_ms":x}
+//   {"cmd":"bench-join","topics":[HEX,..]}  per topic: join as client, time to the first
+//        connection, leave, close it -> {"event":"bench-join","ms":[..]}
 //   {"cmd":"close","peer":HEX}            destroy that connection
 //   {"cmd":"exit"}                        destroy everything and exit
 // Events also: {"event":"ready",...}, {"event":"connection","public_key":HEX,"topics":[HEX],
@@ -219,6 +221,23 @@ async function bench(msg) {
   return { setup_ms: setup, rtt_ms: rtt, bulk_ms: bulk, bytes: n }
 }
 
+async function benchJoin(topics) {
+  const ms = []
+  for (const hex of topics) {
+    const topic = b4a.from(hex, 'hex')
+    const t0 = performance.now()
+    const opened = new Promise((resolve) => swarm.once('connection', resolve))
+    swarm.join(topic, { server: false, client: true })
+    const conn = await opened
+    ms.push(performance.now() - t0)
+    await swarm.leave(topic)
+    const closed = new Promise((resolve) => conn.once('close', resolve))
+    conn.destroy()
+    await closed
+  }
+  return ms
+}
+
 async function handle(msg) {
   const get = (k) => {
     const st = conns.get(k)
@@ -264,6 +283,8 @@ async function handle(msg) {
     }
     case 'bench':
       return emit({ event: 'bench', ...(await bench(msg)) })
+    case 'bench-join':
+      return emit({ event: 'bench-join', ms: await benchJoin(msg.topics) })
     case 'close':
       get(msg.peer).conn.destroy()
       return
