@@ -299,3 +299,21 @@ async def test_leave_unannounces_and_stops_redialling():
         finally:
             await b.destroy()
             await a.destroy()
+
+
+async def test_max_peers_caps_outgoing_connections():
+    async with dht_testnet(3) as tn:
+        servers = [swarm(tn, 70 + i) for i in range(3)]
+        client = swarm(tn, 80, max_peers=2)
+        try:
+            for s in servers:
+                s.on_connection(lambda conn, info: None)
+                await asyncio.wait_for(s.join(TOPIC, server=True, client=False).flushed(), 20)
+            await asyncio.wait_for(client.join(TOPIC, server=False, client=True).flushed(), 20)
+            await asyncio.wait_for(client.flush(), 30)
+            assert len(client.connections) == 2
+            assert client.table.dials(asyncio.get_running_loop().time()) == []
+        finally:
+            await client.destroy()
+            for s in servers:
+                await s.destroy()
