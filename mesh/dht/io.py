@@ -191,11 +191,11 @@ class RpcIO:
         if self.closed:
             return
         n = len(data)
-        if n == 0:
+        if n == 1 and self.probe_handler is not None:
+            self.probe_handler(data, addr, sock)
             return
-        if n == 1:
-            if self.probe_handler is not None:
-                self.probe_handler(data, addr, sock)
+        if n < 2:
+            self.stats["short"] += 1
             return
         first = data[0]
         if first == 0xFF and data[1] == 0x01:
