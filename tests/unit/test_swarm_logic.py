@@ -298,3 +298,47 @@ def test_server_connects_now_only_when_client_reachable_or_direct():
     assert server_connects_now(client_firewall=FIREWALL_OPEN, direct=False)
     assert server_connects_now(client_firewall=FIREWALL_UNKNOWN, direct=True)
     assert not server_connects_now(client_firewall=FIREWALL_UNKNOWN, direct=False)
+
+
+# -- invariants under random event sequences -----------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+EVENTS = st.lists(
+    st.tuples(st.sampled_from(["found", "dial", "open", "close", "ban", "leave", "tick"]),
+              st.integers(1, 6), st.floats(0, 30)),
+    max_size=80,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(EVENTS, st.integers(1, 4), st.integers(1, 3))
+def test_peer_table_never_breaks_its_limits(events, max_peers, max_parallel):
+    t = sl.PeerTable(A, max_peers=max_peers, max_parallel=max_parallel, rng=random.Random(0))
+    t.client_topics.add(T1)
+    now = 0.0
+    for kind, i, dt in events:
+        now += dt
+        pk = key(i)
+        peer = t.peers.get(pk)
+        if kind == "found":
+            t.found(pk, [], T1, now)
+        elif kind == "dial":
+            for p in t.dials(now):
+                assert not (p.banned or p.connected or p.connecting) and p.retry_at <= now
+                t.dial_started(p.public_key)
+        elif kind == "open" and peer is not None and peer.connecting:
+            t.opened(pk, now)
+        elif kind == "close" and peer is not None and (peer.connecting or peer.connected):
+            retry = t.closed(pk, now)
+            assert retry is None or retry > now
+        elif kind == "ban":
+            t.ban(pk, now)
+        elif kind == "leave":
+            t.left(T1)
+            t.client_topics.add(T1)
+        assert t.connecting_count <= max_parallel
+        assert t.connection_count <= max_peers
+        deadline = t.next_deadline()
+        assert deadline is None or any(p.retry_at == deadline for p in t.peers.values())
