@@ -28,6 +28,7 @@ class Discovery:
         self._flushed: asyncio.Future = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task | None = None
         self._kick = asyncio.Event()
+        self._unannouncing: asyncio.Future | None = None
         self.destroyed = False
 
     def start(self) -> None:
@@ -36,8 +37,12 @@ class Discovery:
 
     def update(self, server: bool, client: bool) -> None:
         """Change the roles of an already joined topic; refreshes at once."""
+        stop_announcing = self.server and not server
         self.server, self.client = server, client
         self.swarm.client_topics_changed()
+        if stop_announcing and self.announced:
+            self.announced = False
+            self._unannouncing = asyncio.ensure_future(self._unannounce())
         self._kick.set()
 
     async def flushed(self) -> bool:
@@ -99,9 +104,14 @@ class Discovery:
             await asyncio.gather(self._task, return_exceptions=True)
         if not self._flushed.done():
             self._flushed.set_result(False)
+        if self._unannouncing is not None:
+            await self._unannouncing
         if self.announced:
             self.announced = False
-            try:
-                await self.swarm.dht.unannounce(self.topic, self.swarm.keypair)
-            except MeshError:
-                self.stats["errors"] += 1  # records expire on their own within 20 min
+            await self._unannounce()
+
+    async def _unannounce(self) -> None:
+        try:
+            await self.swarm.dht.unannounce(self.topic, self.swarm.keypair)
+        except MeshError:
+            self.stats["errors"] += 1  # records expire on their own within 20 min

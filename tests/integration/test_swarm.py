@@ -317,3 +317,19 @@ async def test_max_peers_caps_outgoing_connections():
             await client.destroy()
             for s in servers:
                 await s.destroy()
+
+
+async def test_rejoin_as_client_only_unannounces():
+    async with dht_testnet(3) as tn:
+        a = swarm(tn, 90)
+        looker = await tn.create_node()
+        try:
+            d = a.join(TOPIC, server=True, client=False)
+            await asyncio.wait_for(d.flushed(), 20)
+            assert a.keypair.public_key in {p.public_key async for r in looker.lookup(TOPIC) for p in r.peers}
+            assert a.join(TOPIC, server=False, client=True) is d
+            await asyncio.wait_for(d._unannouncing, 20)
+            assert a.keypair.public_key not in {
+                p.public_key async for r in looker.lookup(TOPIC) for p in r.peers}
+        finally:
+            await a.destroy()
