@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from . import crypto
 from .dht import DHT, DHTConfig
 from .encoding import Address
+from .swarm_cli import run_swarm
 from .topics import parse_topic_hex, topic_key
 
 DEFAULT_PORT = 49737
@@ -192,6 +193,9 @@ async def run(opts: NodeOptions, emit: Callable, stop: asyncio.Event) -> None:
                 await dht.announce(key, keypair, [dht.address])
         if opts.lookup and opts.topics:
             tasks.append(asyncio.ensure_future(_lookup_loop(dht, opts, keypair.public_key, emit, stop)))
+        if opts.topics:  # connect to the peers found: {"event": "connection", ...} (mesh.swarm_cli)
+            tasks.append(asyncio.ensure_future(run_swarm(
+                dht, keypair, [k for _, k in opts.topics], opts.announce, opts.lookup, emit, stop)))
         await stop.wait()
     finally:
         for t in tasks:
