@@ -9,7 +9,12 @@ udx/          reliable streams over the DHT's UDP socket
 noise.py, noise_payload.py   Noise IK over Ed25519 and its payload codec
 secret_stream.py             secret-stream framing and encryption (sans-IO)
 connection.py                an encrypted message connection over a UDX stream
-swarm.py      join/leave topics, one connection per peer
+transport.py  UDX streams on the DHT's socket (early packets held until connected)
+paths.py      where a connection's stream goes (direct, same host, wait; holepunch later)
+connect.py, server.py, server_announcer.py   the two ends of a connection, the route announce
+connect_errors.py            this layer's errors
+swarm.py      join/leave topics, one connection per peer; swarm_logic.py its sans-IO
+              decisions, swarm_discovery.py topic handles, swarm_cli.py the CLI's part
 rpc/          protomux + protomux-rpc (@hyperswarm/rpc wire format)
 node.py       `python -m mesh.node`
 """

@@ -79,6 +79,7 @@ class DHT(Upkeep, Verbs):
         self.store: Store | None = None
         self.refreshes: GenerationCache | None = None
         self.servers: dict[bytes, HostedServer] = {}
+        self._default_keypair: crypto.KeyPair | None = None  # for dht.connect() without a key pair
         self._ready: asyncio.Task | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._tick = random.randrange(100)
@@ -227,6 +228,26 @@ class DHT(Upkeep, Verbs):
 
     def unregister_server(self, public_key: bytes) -> None:
         self.servers.pop(crypto.hash(public_key), None)
+
+    # ------------------------------------------------------------ connections
+    # hyperdht's spelling (dht.createServer / dht.connect). The connection layer
+    # sits above the DHT and imports it, so these import it lazily.
+    def create_server(self, firewall: Callable | None = None):
+        """A connection server on this node (`mesh.server.Server`); then `await server.listen(keypair)`."""
+        from ..server import create_server
+
+        return create_server(self, firewall)
+
+    async def connect(self, public_key: bytes, keypair: crypto.KeyPair | None = None, **options):
+        """A secure `mesh.connection.Connection` to the server listening on `public_key`
+        (options: relay_addresses, timeout, lan; see `mesh.connect.connect`)."""
+        from ..connect import connect
+
+        if keypair is None:
+            if self._default_keypair is None:
+                self._default_keypair = crypto.keypair()
+            keypair = self._default_keypair
+        return await connect(self, public_key, keypair=keypair, **options)
 
     # ------------------------------------------------------------ socket sharing
     def set_udx_handler(self, handler: Callable[[bytes, Address, object], None] | None) -> None:
