@@ -1,13 +1,16 @@
-"""The gateway's configuration: one frozen dataclass built at the edge from CLI and env.
+"""The gateway's configuration: one frozen dataclass built at the edge.
 
-Every option has a CLI flag and an environment variable (`MESH_...`); the flag wins.
-`build_parser()` is also what `python -m gateway --help` prints.
+Layers, later wins: defaults < topics.toml (`namespace`, `bootstrap`; the file named
+by `--config` / MESH_CONFIG, default ./topics.toml, skipped if that default is
+absent) < environment `MESH_...` < CLI flags. `build_parser()` is also what
+`python -m gateway --help` prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tomllib
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -92,6 +95,35 @@ _OPTIONS = [
 _REPEATABLE = {"bootstrap", "models", "model_strategies"}
 
 
+DEFAULT_TOPICS = "topics.toml"
+
+
+def _from_topics(path: str, explicit: bool) -> dict:
+    """namespace and bootstrap from a topics.toml; {} if the default file is absent."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        if explicit:
+            raise ValueError(f"{path}: no such file") from None
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    out: dict = {}
+    if "namespace" in doc:
+        if not isinstance(doc["namespace"], str) or not doc["namespace"]:
+            raise ValueError(f"{path}: namespace must be a non-empty string")
+        out["namespace"] = doc["namespace"]
+    if "bootstrap" in doc:
+        if not isinstance(doc["bootstrap"], list):
+            raise ValueError(f"{path}: bootstrap must be a list of \"host:port\" strings")
+        try:
+            out["bootstrap"] = tuple(_addr(str(a)) for a in doc["bootstrap"])
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"{path}: bootstrap: {e}") from None
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m gateway` parser (serve options)."""
     p = argparse.ArgumentParser(
@@ -102,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Every option can also be set by the environment variable shown.",
     )
     defaults = GatewayConfig()
+    p.add_argument("--config", dest="config_path", default=None,
+                   help=f"topics.toml to read namespace and bootstrap from [env MESH_CONFIG; default {DEFAULT_TOPICS}]")
     for name, flag, typ, env, text in _OPTIONS:
         default = getattr(defaults, name)
         action = "append" if name in _REPEATABLE else "store"
@@ -124,11 +158,18 @@ def _from_env(env: Mapping[str, str]) -> dict:
 
 
 def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> GatewayConfig:
-    """The config from CLI `argv` over environment `env` over defaults. Raises SystemExit on bad input."""
+    """The config from CLI `argv` over environment `env` over topics.toml over defaults.
+    Raises SystemExit on bad input."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    env = os.environ if env is None else env
+    topics_path = args.config_path or env.get("MESH_CONFIG") or DEFAULT_TOPICS
     try:
-        values = _from_env(os.environ if env is None else env)
+        values = _from_topics(topics_path, explicit=topics_path != DEFAULT_TOPICS)
+    except ValueError as e:
+        parser.error(f"bad topics file: {e}")
+    try:
+        values.update(_from_env(env))
     except (ValueError, argparse.ArgumentTypeError) as e:
         parser.error(f"bad environment value: {e}")
     for name, *_ in _OPTIONS:

@@ -31,6 +31,7 @@ from mesh.rpc import RpcError, RpcPeer
 from mesh.swarm import Swarm, SwarmConfig
 from mesh.topics import topic_key
 
+from .catalogue import entry_model
 from .config import GatewayConfig
 from .errors import DeadlineExceeded, GatewayError, WorkerUnavailable, from_worker_code
 
@@ -115,7 +116,7 @@ class MeshWorkerDirectory:
         except GatewayError:
             return  # not an inference worker (e.g. the model manager): topics alone place it
         entries = reply.get("models") if isinstance(reply, dict) else reply
-        ids = {e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)} \
+        ids = {entry_model(e) for e in entries if isinstance(e, dict) and isinstance(entry_model(e), str)} \
             if isinstance(entries, list) else set()
         worker.probed_topics = {topic_key(self.config.namespace, i) for i in ids}
         self._changed.set()
