@@ -37,6 +37,7 @@ class GatewayConfig:
     upload_chunk_bytes: int = 256 * 1024    # chunk size when streaming an upload to the manager
     request_timeout_s: float = 30.0         # per-request deadline (504 after)
     worker_wait_s: float = 2.0              # how long a request waits for a first worker to appear
+    discovery_interval_s: float = 3.0       # how often watched topics are looked up again (new workers)
     ping_interval_s: float = 2.0            # active health pings (capacity calls)
     ping_timeout_s: float = 1.0
     failure_threshold: int = 3              # consecutive failures before quarantine
@@ -84,6 +85,8 @@ _OPTIONS = [
     ("upload_chunk_bytes", "--upload-chunk", int, "MESH_UPLOAD_CHUNK", "bytes per chunk sent to the model manager"),
     ("request_timeout_s", "--timeout", float, "MESH_TIMEOUT", "per-request deadline in seconds"),
     ("worker_wait_s", "--worker-wait", float, "MESH_WORKER_WAIT", "seconds a request waits for a first worker"),
+    ("discovery_interval_s", "--discovery-interval", float, "MESH_DISCOVERY_INTERVAL",
+     "seconds between DHT lookups of watched topics (finds new workers)"),
     ("ping_interval_s", "--ping-interval", float, "MESH_PING_INTERVAL", "seconds between health pings"),
     ("ping_timeout_s", "--ping-timeout", float, "MESH_PING_TIMEOUT", "timeout of one health ping"),
     ("failure_threshold", "--failure-threshold", int, "MESH_FAILURE_THRESHOLD", "consecutive failures before quarantine"),
