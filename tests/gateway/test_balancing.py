@@ -207,6 +207,17 @@ async def test_active_pings_quarantine_and_recover():
     assert d.health.get("w2").state(d.now()) == "healthy"
 
 
+async def test_quarantine_by_pings_abandons_the_connection():
+    d, ws = setup("round-robin", failure_threshold=2, quarantine_base_s=60.0)
+    abandoned = []
+    ws[1].abandon = abandoned.append          # MeshWorker.abandon drops the connection
+    ws[1].disconnect()
+    await d.ping_all()
+    assert abandoned == []                    # one failure: suspect, still connected
+    await d.ping_all()
+    assert len(abandoned) == 1 and "quarantined" in abandoned[0]
+
+
 async def test_all_quarantined_is_no_workers():
     d, ws = setup("round-robin", failure_threshold=1, quarantine_base_s=60.0)
     for w in ws:
