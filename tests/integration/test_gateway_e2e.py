@@ -285,9 +285,15 @@ async def test_every_endpoint_with_good_and_bad_keys(mesh):
     async with aiohttp.ClientSession() as http:
         await healthy_workers(http, mesh.base, mesh.keys["admin"], "linear", 3)
         data = linear_model()
-        r = await http.post(f"{mesh.base}/api/v1/models?id=linear-e2e&version=1", data=data, headers={
-            **auth(mesh.keys["write"]), "Content-Type": "application/octet-stream",
-            "X-Checksum-Sha256": hashlib.sha256(data).hexdigest()})
+        upload = {"Content-Type": "application/octet-stream", "X-Checksum-Sha256": hashlib.sha256(data).hexdigest()}
+        for name in ("infer", "read"):
+            r = await http.post(f"{mesh.base}/api/v1/models?id=linear-e2e&version=1", data=data,
+                                headers={**upload, **auth(mesh.keys[name])})
+            assert r.status == 403, name
+        r = await http.post(f"{mesh.base}/api/v1/models?id=linear-e2e&version=1", data=data, headers=upload)
+        assert r.status == 401
+        r = await http.post(f"{mesh.base}/api/v1/models?id=linear-e2e&version=1", data=data,
+                            headers={**upload, **auth(mesh.keys["write"])})
         assert r.status in (200, 201), await r.text()
         for path in ("/health", "/v2/health/live", "/v2/health/ready", "/"):
             assert (await http.get(mesh.base + path)).status == 200, path
