@@ -358,3 +358,11 @@ async def test_worker_answers_busy_past_its_limits(mesh):
     ok = [r for r in results if isinstance(r, dict)]
     assert ok and busy and len(ok) + len(busy) == len(results), results
     assert all(e.code == "BUSY" and "retry after" in str(e) for e in busy)
+
+
+async def test_a_bad_role_option_exits_1_with_its_code(mesh):
+    bad = await mesh.spawn("bad", "-m", "mesh.node", "--json", "--config", str(mesh.config), "--bootstrap",
+                           mesh.bootstrap, "--topic", "inference", "--max-queue", "lots")
+    assert await bad.exit() == 1
+    error = await bad.event("error")
+    assert error["code"] == "CONFIG_INVALID" and "max_queue" in error["message"]
