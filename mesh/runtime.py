@@ -10,6 +10,7 @@
     runtime.peer(conn)               # the RpcPeer (calling side) on a Swarm connection
     runtime.peers(topic)             # RpcPeers on connections found through `topic` (None: all dialled)
     await runtime.connection(topic, timeout)  # first Swarm connection found through topic
+    await runtime.settle(topic, timeout)      # topic looked up, dials to what it found done
     await runtime.stop()             # leave topics, close connections, destroy the DHT
 
 It is also what a worker role runs on (`workers.base.Mesh`-shaped): `.swarm`,
@@ -71,11 +72,13 @@ class _SwarmView:
 
     def join(self, topic: bytes, *, server: bool = True, client: bool = True):
         discovery = self._rt.swarm.join(topic, server=server, client=client)
+        self._rt._joined[topic] = discovery
         if server:
             self._rt._spawn(self._rt._report_announce(topic, discovery))
         return discovery
 
     async def leave(self, topic: bytes) -> None:
+        self._rt._joined.pop(topic, None)
         await self._rt.swarm.leave(topic)
         self._rt.emit("left", topic=topic.hex())
 
@@ -101,8 +104,9 @@ class MeshRuntime:
         self._open: dict[int, tuple[Any, PeerInfo]] = {}
         self._peers: dict[int, RpcPeer] = {}
         self._callbacks: list[Callable[[Any, Any], Any]] = []
-        self._waiters: list[tuple[bytes | None, asyncio.Future]] = []
+        self._waiters: list[tuple[Callable[[Any, PeerInfo], bool], asyncio.Future]] = []
         self._tasks: set[asyncio.Task] = set()
+        self._joined: dict[bytes, Any] = {}  # discoveries of the topics joined through worker_swarm
         self._view = _SwarmView(self)
         self.started = False
         self.stopped = False
@@ -183,19 +187,35 @@ class MeshRuntime:
             self._peers[key] = peer
         return peer
 
-    async def connection(self, topic: bytes | None = None, timeout: float = 30.0) -> Any:
-        """The first open connection to a peer found on `topic` (waiting up to `timeout`)."""
-        for conn, info in self._open.values():
-            if topic is None or topic in info.topics:
+    async def connection(self, topic: bytes | None = None, timeout: float = 30.0, *,
+                         public_key: bytes | None = None) -> Any:
+        """The first open Swarm connection to a peer found on `topic` (None: any)
+        and/or with `public_key`, waiting up to `timeout` (asyncio.TimeoutError)."""
+        def fits(conn: Any, info: PeerInfo) -> bool:
+            return ((topic is None or topic in info.topics)
+                    and (public_key is None or info.public_key == public_key))
+
+        for conn, info in list(self._open.values()):
+            if fits(conn, info):
                 return conn
         fut = asyncio.get_running_loop().create_future()
-        entry = (topic, fut)
+        entry = (fits, fut)
         self._waiters.append(entry)
         try:
             return await asyncio.wait_for(fut, timeout)
         finally:
             if entry in self._waiters:
                 self._waiters.remove(entry)
+
+    async def settle(self, topic: bytes, timeout: float = 30.0) -> None:
+        """Wait until `topic`'s first lookup is done and no dial is in flight, so
+        `peers(topic)` holds every peer found so far (asyncio.TimeoutError)."""
+        async def settled() -> None:
+            discovery = self._joined.get(topic)
+            if discovery is not None:
+                await discovery.flushed()
+            await self.swarm.flush(timeout)
+        await asyncio.wait_for(settled(), timeout)
 
     # ------------------------------------------------------------ internals
 
@@ -206,8 +226,8 @@ class MeshRuntime:
         self.emit("connection", public_key=info.public_key.hex(), topics=[t.hex() for t in info.topics],
                   client=info.client)
         conn.closed.add_done_callback(lambda _f: self._closed(key, info))
-        for topic, fut in list(self._waiters):
-            if not fut.done() and (topic is None or topic in info.topics):
+        for fits, fut in list(self._waiters):
+            if not fut.done() and fits(conn, info):
                 fut.set_result(conn)
         for cb in self._callbacks:
             result = cb(conn, info)
@@ -233,16 +253,18 @@ class MeshRuntime:
 class RoleMesh:
     """What a worker role is started with: `workers.base.Mesh`'s fields plus
     `peers(topic_key)` (RPC peers found on a topic), `connection(topic_key,
-    timeout)` (wait for one) and the runtime itself for anything else."""
+    timeout)` (wait for one), `settle(topic_key, timeout)` (wait for the topic's
+    lookup and dials) and the runtime itself for anything else."""
 
     swarm: Any
     rpc: Any
     peers: Callable[[bytes | None], list]
     connection: Callable[..., Any]
+    settle: Callable[..., Any]
     runtime: MeshRuntime
     attach_connections: bool = False
 
 
 def role_mesh(runtime: MeshRuntime) -> RoleMesh:
     return RoleMesh(swarm=runtime.worker_swarm, rpc=runtime.rpc, peers=runtime.peers,
-                    connection=runtime.connection, runtime=runtime)
+                    connection=runtime.connection, settle=runtime.settle, runtime=runtime)

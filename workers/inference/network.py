@@ -6,8 +6,9 @@ A model that model_dir (LocalDirectorySource) does not know is fetched from the
 model managers found on `config.manager_topic` (and any other peer this node
 dialled: workers that serve the model answer `get`/`read_chunk` too) through
 workers.models' NetworkModelSource, sha256-verified, into `config.fetch_dir`.
-When no manager is connected yet, a fetch first waits up to
-`fetch_timeout_s` for one.
+A fetch first waits (up to `fetch_timeout_s`) for the manager topic's lookup
+and dials to settle, so that every manager found is asked, and, when none is
+connected yet, for the first one.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ class LocalThenNetwork:
             return await self.local.fetch(model_id, version)
         except ModelNotFound:
             pass
-        if not self.network.peers():
-            await self._wait_for_peer()
+        await self._wait_for_peer()
         return await self.network.fetch(model_id, version)
 
 
@@ -60,7 +60,11 @@ def mesh_source(config: InferenceConfig, mesh: Any) -> ModelSource:
 
     async def wait_for_peer() -> None:
         try:
-            await mesh.connection(managers, config.fetch_timeout_s)
+            settle = getattr(mesh, "settle", None)
+            if settle is not None:
+                await settle(managers, config.fetch_timeout_s)
+            if not peers_of(managers):
+                await mesh.connection(managers, config.fetch_timeout_s)
         except asyncio.TimeoutError:
             raise FetchError(f"no model manager found on topic {config.manager_topic!r} "
                              f"in {config.fetch_timeout_s} s") from None
