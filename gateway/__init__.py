@@ -10,7 +10,7 @@ Files:
   auth.py       hashed API keys with scopes in SQLite; keys_cli.py: the keys command
   limits.py     per-key token buckets
   directory.py  the WorkerDirectory/WorkerHandle interface and in-process workers
-  mesh_client.py the directory over the mesh (Swarm + RPC); the only importer of them
+  mesh_client.py the directory over the mesh (mesh.runtime: DHT + Swarm + RPC); the only importer of them
   balancer.py   balancing strategies; health.py: failure counting and quarantine
   dispatch.py   one call to one worker: pick, deadline, retry once, active pings
   catalogue.py  model uploads to the model manager and model signatures

@@ -16,7 +16,7 @@ def serve(argv: Sequence[str]) -> int:
     try:
         from .mesh_client import MeshWorkerDirectory
     except ImportError as e:
-        print(f"error: the mesh layer is not available ({e}); the gateway needs mesh.swarm and mesh.rpc",
+        print(f"error: the mesh layer is not available ({e}); the gateway needs mesh.runtime and mesh.rpc",
               file=sys.stderr)
         return 2
     from .app import create_app

@@ -18,8 +18,8 @@ from .directory import WorkerHandle
 class WorkerStats:
     inflight: int = 0          # this gateway's requests now on the worker
     served: int = 0            # requests sent there, all time
-    load: int = 0              # the worker's last reported running requests
-    queue: int = 0             # ... and queued ones
+    load: int = 0              # the worker's last reported running requests ("running")
+    queue: int = 0             # ... and queued ones ("queued")
     max_concurrent: int = 0    # ... and capacity (0: not reported yet)
     reported: dict = field(default_factory=dict)
 
@@ -60,14 +60,15 @@ class Balancer:
         self.stats(worker_id).inflight -= 1
 
     def update_capacity(self, worker_id: str, capacity: Any) -> None:
-        """Take a worker's `capacity` reply {"load", "queue", "max_concurrent", ...}."""
+        """Take an inference worker's `capacity` reply {"running", "queued", "max_concurrent", ...}
+        (workers/inference/worker.py)."""
         if not isinstance(capacity, dict):
             return
         s = self.stats(worker_id)
-        for key in ("load", "queue", "max_concurrent"):
+        for key, field_name in (("running", "load"), ("queued", "queue"), ("max_concurrent", "max_concurrent")):
             value = capacity.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                setattr(s, key, value)
+                setattr(s, field_name, value)
         s.reported = {k: v for k, v in capacity.items() if isinstance(v, (int, float, str, bool))}
 
     def pick(self, service: str, strategy: str, candidates: Sequence[WorkerHandle]) -> WorkerHandle:

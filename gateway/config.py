@@ -1,13 +1,16 @@
-"""The gateway's configuration: one frozen dataclass built at the edge from CLI and env.
+"""The gateway's configuration: one frozen dataclass built at the edge.
 
-Every option has a CLI flag and an environment variable (`MESH_...`); the flag wins.
-`build_parser()` is also what `python -m gateway --help` prints.
+Layers, later wins: defaults < topics.toml (`namespace`, `bootstrap`; the file named
+by `--config` / MESH_CONFIG, default ./topics.toml, skipped if that default is
+absent) < environment `MESH_...` < CLI flags. `build_parser()` is also what
+`python -m gateway --help` prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tomllib
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -34,6 +37,7 @@ class GatewayConfig:
     upload_chunk_bytes: int = 256 * 1024    # chunk size when streaming an upload to the manager
     request_timeout_s: float = 30.0         # per-request deadline (504 after)
     worker_wait_s: float = 2.0              # how long a request waits for a first worker to appear
+    discovery_interval_s: float = 3.0       # how often watched topics are looked up again (new workers)
     ping_interval_s: float = 2.0            # active health pings (capacity calls)
     ping_timeout_s: float = 1.0
     failure_threshold: int = 3              # consecutive failures before quarantine
@@ -81,6 +85,8 @@ _OPTIONS = [
     ("upload_chunk_bytes", "--upload-chunk", int, "MESH_UPLOAD_CHUNK", "bytes per chunk sent to the model manager"),
     ("request_timeout_s", "--timeout", float, "MESH_TIMEOUT", "per-request deadline in seconds"),
     ("worker_wait_s", "--worker-wait", float, "MESH_WORKER_WAIT", "seconds a request waits for a first worker"),
+    ("discovery_interval_s", "--discovery-interval", float, "MESH_DISCOVERY_INTERVAL",
+     "seconds between DHT lookups of watched topics (finds new workers)"),
     ("ping_interval_s", "--ping-interval", float, "MESH_PING_INTERVAL", "seconds between health pings"),
     ("ping_timeout_s", "--ping-timeout", float, "MESH_PING_TIMEOUT", "timeout of one health ping"),
     ("failure_threshold", "--failure-threshold", int, "MESH_FAILURE_THRESHOLD", "consecutive failures before quarantine"),
@@ -90,6 +96,35 @@ _OPTIONS = [
     ("seed", "--seed", int, "MESH_SEED", "seed of the random strategies"),
 ]
 _REPEATABLE = {"bootstrap", "models", "model_strategies"}
+
+
+DEFAULT_TOPICS = "topics.toml"
+
+
+def _from_topics(path: str, explicit: bool) -> dict:
+    """namespace and bootstrap from a topics.toml; {} if the default file is absent."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        if explicit:
+            raise ValueError(f"{path}: no such file") from None
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    out: dict = {}
+    if "namespace" in doc:
+        if not isinstance(doc["namespace"], str) or not doc["namespace"]:
+            raise ValueError(f"{path}: namespace must be a non-empty string")
+        out["namespace"] = doc["namespace"]
+    if "bootstrap" in doc:
+        if not isinstance(doc["bootstrap"], list):
+            raise ValueError(f"{path}: bootstrap must be a list of \"host:port\" strings")
+        try:
+            out["bootstrap"] = tuple(_addr(str(a)) for a in doc["bootstrap"])
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"{path}: bootstrap: {e}") from None
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Every option can also be set by the environment variable shown.",
     )
     defaults = GatewayConfig()
+    p.add_argument("--config", dest="config_path", default=None,
+                   help=f"topics.toml to read namespace and bootstrap from [env MESH_CONFIG; default {DEFAULT_TOPICS}]")
     for name, flag, typ, env, text in _OPTIONS:
         default = getattr(defaults, name)
         action = "append" if name in _REPEATABLE else "store"
@@ -124,11 +161,18 @@ def _from_env(env: Mapping[str, str]) -> dict:
 
 
 def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> GatewayConfig:
-    """The config from CLI `argv` over environment `env` over defaults. Raises SystemExit on bad input."""
+    """The config from CLI `argv` over environment `env` over topics.toml over defaults.
+    Raises SystemExit on bad input."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    env = os.environ if env is None else env
+    topics_path = args.config_path or env.get("MESH_CONFIG") or DEFAULT_TOPICS
     try:
-        values = _from_env(os.environ if env is None else env)
+        values = _from_topics(topics_path, explicit=topics_path != DEFAULT_TOPICS)
+    except ValueError as e:
+        parser.error(f"bad topics file: {e}")
+    try:
+        values.update(_from_env(env))
     except (ValueError, argparse.ArgumentTypeError) as e:
         parser.error(f"bad environment value: {e}")
     for name, *_ in _OPTIONS:

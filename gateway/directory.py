@@ -30,7 +30,7 @@ class WorkerDirectory(Protocol):
     async def watch(self, service: str) -> None: ...          # start finding workers of a service (idempotent)
     async def unwatch(self, service: str) -> None: ...
     def workers(self, service: str) -> list[WorkerHandle]: ...  # the ones known now
-    async def wait_for_workers(self, service: str, timeout: float) -> list[WorkerHandle]: ...
+    async def wait_for_workers(self, service: str, timeout: float, at_least: int = 1) -> list[WorkerHandle]: ...
     def services(self) -> list[str]: ...
     def describe(self) -> dict: ...                           # discovery state for /api/v1/status
 
@@ -115,14 +115,16 @@ class LocalWorkerDirectory:
     def workers(self, service: str) -> list[LocalWorker]:
         return list(self._by_service.get(service, ()))
 
-    async def wait_for_workers(self, service: str, timeout: float) -> list[LocalWorker]:
-        if not self.workers(service) and timeout > 0:
+    async def wait_for_workers(self, service: str, timeout: float, at_least: int = 1) -> list[LocalWorker]:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while len(self.workers(service)) < at_least and loop.time() < end:
             event = self._event(service)
             event.clear()
             try:
-                await asyncio.wait_for(event.wait(), timeout)
+                await asyncio.wait_for(event.wait(), end - loop.time())
             except asyncio.TimeoutError:
-                pass  # no worker appeared: the caller gets the empty list
+                break  # too few workers appeared: the caller gets what there is
         return self.workers(service)
 
     def services(self) -> list[str]:

@@ -3,7 +3,9 @@
 `Dispatcher.call` picks a healthy worker, calls it before the deadline and, when the
 worker did not start the request (unreachable, or BUSY), retries once on another one.
 `Dispatcher.ping_all` is one round of active health checks (capacity calls);
-`Dispatcher.run_pings` repeats it on an interval.
+`Dispatcher.run_pings` repeats it on an interval. A worker whose pings put it in
+quarantine is abandoned (its handle's optional `abandon(reason)`: the mesh drops
+the connection), so requests waiting on a dead peer are retried elsewhere at once.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class Dispatcher:
         workers = self.directory.workers(service)
         if not workers:
             await self.directory.watch(service)
-            wait = min(self.config.worker_wait_s, max(deadline - self.now(), 0.0))
+            # leave part of the deadline for the answer "no such model" itself
+            wait = min(self.config.worker_wait_s, max(0.8 * (deadline - self.now()), 0.0))
             workers = await self.directory.wait_for_workers(service, wait)
             if not workers:
                 if service not in self.config.models:
@@ -104,7 +107,12 @@ class Dispatcher:
         except UnknownMethod:
             capacity = None   # it answered, so it is alive; it just does not report load (e.g. a model manager)
         except GatewayError as e:
-            self.health.failure(worker.id, self.now(), f"ping: {e.message}")
+            if self.health.failure(worker.id, self.now(), f"ping: {e.message}"):
+                # quarantined: give up its connection, so that calls stuck on a dead peer fail
+                # now (and move to another worker) instead of at their deadlines
+                abandon = getattr(worker, "abandon", None)
+                if abandon is not None:
+                    abandon(f"quarantined after failed pings: {e.message}")
             return
         self.balancer.update_capacity(worker.id, capacity)
         self.health.success(worker.id)

@@ -1,10 +1,11 @@
-"""The gateway's side of the mesh: the only module that touches mesh.swarm and mesh.rpc.
+"""The gateway's side of the mesh: the only module that touches mesh.runtime and mesh.rpc.
 
-`MeshWorkerDirectory` joins each watched service's topic (topic_key(namespace, name))
-as a client through one Swarm, keeps one RpcPeer per worker connection (the Swarm
-keeps connections up and reconnects), and exposes each worker as a `MeshWorker`
-handle whose `call` is an RPC request. RPC and connection failures become gateway
-errors here:
+`MeshWorkerDirectory` runs one `mesh.runtime.MeshRuntime` (DHT + Swarm + RPC, the
+same assembly `python -m mesh.node` roles run on), joins each watched service's
+topic (topic_key(namespace, name)) as a client, uses the runtime's RpcPeer of each
+worker connection (the Swarm keeps connections up and reconnects), and exposes
+each worker as a `MeshWorker` handle whose `call` is an RPC request. RPC and
+connection failures become gateway errors here:
   RpcError(code)                -> errors.from_worker_code(code)  (BUSY, INVALID_INPUT, ...,
                                    TIMEOUT_EXCEEDED, CHANNEL_CLOSED/DESTROYED)
   mesh ClosedError / ConnectionError / a connection already closed -> WorkerUnavailable
@@ -12,42 +13,54 @@ errors here:
   inference has no side effects. Uploads are not retried (catalogue.py calls one handle).
   mesh TimeoutError_ / asyncio timeout                              -> DeadlineExceeded
 
-Expected mesh API (HELPERS.md):
-  Swarm(SwarmConfig(keypair=..., bootstrap=[...])); swarm.join(topic, server=False, client=True)
-  -> discovery with `await discovery.flushed()`; swarm.on_connection(cb(conn, peer_info)) with
-  peer_info.public_key and peer_info.topics (a collection of 32-byte topics, may grow);
-  await swarm.leave(topic); await swarm.destroy(); conn.closed (a future done on close).
-  RpcPeer(conn); await peer.request(method, value, timeout=s, encoding="msgpack"); RpcError.code.
+Mesh API used: MeshRuntime(RuntimeConfig(keypair, bootstrap)), runtime.swarm.join(topic,
+server=False, client=True) -> discovery with `await discovery.flushed()`,
+runtime.worker_swarm.on_connection(cb(conn, peer_info)) (peer_info.public_key,
+peer_info.topics: 32-byte topics, may grow), runtime.peer(conn) -> RpcPeer,
+conn.closed (a future done on close); RpcPeer.request(method, value, timeout=s,
+encoding="msgpack"); RpcError.code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import Any
 
 from mesh import crypto
 from mesh.errors import ClosedError, MeshError, TimeoutError_
 from mesh.rpc import RpcError, RpcPeer
-from mesh.swarm import Swarm, SwarmConfig
+from mesh.runtime import MeshRuntime, RuntimeConfig
 from mesh.topics import topic_key
 
+from .catalogue import entry_model
 from .config import GatewayConfig
 from .errors import DeadlineExceeded, GatewayError, WorkerUnavailable, from_worker_code
+
+log = logging.getLogger("gateway.mesh")
 
 
 class MeshWorker:
     """One worker connection, called over RPC."""
 
-    def __init__(self, conn: Any, peer_info: Any):
+    def __init__(self, conn: Any, peer_info: Any, rpc: RpcPeer):
         self.conn = conn
         self.peer_info = peer_info
         self.id = bytes(peer_info.public_key).hex()
-        self.rpc = RpcPeer(conn)
+        self.rpc = rpc
         self.probed_topics: set[bytes] = set()   # topics of the models it says it serves
 
     @property
     def closed(self) -> bool:
         return self.conn.closed.done()
+
+    def abandon(self, reason: str) -> None:
+        """Drop the connection: calls waiting on it fail with WorkerUnavailable (retried on
+        another worker) and the Swarm dials the peer again if it is still there."""
+        if not self.closed:
+            log.warning("abandoning worker %s: %s", self.id[:16], reason)
+            self.conn.destroy()
 
     def topics(self) -> set[bytes]:
         return {bytes(t) for t in getattr(self.peer_info, "topics", ()) or ()} | self.probed_topics
@@ -78,28 +91,54 @@ class MeshWorkerDirectory:
     def __init__(self, config: GatewayConfig, keypair: Any | None = None):
         self.config = config
         self.keypair = keypair or crypto.keypair()
-        self.swarm: Swarm | None = None
+        self.runtime: MeshRuntime | None = None
         self._topics: dict[str, bytes] = {}          # service -> topic
         self._discoveries: dict[str, Any] = {}
         self._workers: dict[str, MeshWorker] = {}    # worker id -> handle
         self._probes: dict[str, asyncio.Task] = {}
         self._changed = asyncio.Event()
+        self._lost = asyncio.Event()                 # a worker connection closed: look again soon
+        self._rediscover: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self.swarm = Swarm(SwarmConfig(keypair=self.keypair, bootstrap=list(self.config.bootstrap)))
-        self.swarm.on_connection(self._on_connection)
+        runtime = MeshRuntime(RuntimeConfig(keypair=self.keypair, bootstrap=tuple(self.config.bootstrap)))
+        await runtime.start()
+        runtime.worker_swarm.on_connection(self._on_connection)
+        self.runtime = runtime
+        self._rediscover = asyncio.create_task(self._rediscover_loop())
+
+    async def _rediscover_loop(self) -> None:
+        """Look every watched topic up again every `discovery_interval_s`, and at once after a
+        worker left: the Swarm's own refresh is every ~10 minutes, and a new or restarted
+        worker (server-only, it never dials us) must get traffic within seconds."""
+        while True:
+            try:
+                await asyncio.wait_for(self._lost.wait(), self.config.discovery_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._lost.clear()
+            results = await asyncio.gather(*(d.refresh() for d in list(self._discoveries.values())),
+                                           return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException) and not isinstance(r, MeshError):
+                    raise r   # a bug, not a network failure (those the next round retries)
 
     async def close(self) -> None:
+        if self._rediscover is not None:
+            self._rediscover.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rediscover
+            self._rediscover = None
         for probe in self._probes.values():
             probe.cancel()
         self._probes.clear()
-        if self.swarm is not None:
-            await self.swarm.destroy()
-            self.swarm = None
+        if self.runtime is not None:
+            await self.runtime.stop()
+            self.runtime = None
         self._workers.clear()
 
     def _on_connection(self, conn: Any, peer_info: Any) -> None:
-        worker = MeshWorker(conn, peer_info)
+        worker = MeshWorker(conn, peer_info, self.runtime.peer(conn))
         old = self._workers.get(worker.id)
         self._workers[worker.id] = worker
         conn.closed.add_done_callback(lambda _f, w=worker: self._on_close(w))
@@ -115,7 +154,7 @@ class MeshWorkerDirectory:
         except GatewayError:
             return  # not an inference worker (e.g. the model manager): topics alone place it
         entries = reply.get("models") if isinstance(reply, dict) else reply
-        ids = {e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)} \
+        ids = {entry_model(e) for e in entries if isinstance(e, dict) and isinstance(entry_model(e), str)} \
             if isinstance(entries, list) else set()
         worker.probed_topics = {topic_key(self.config.namespace, i) for i in ids}
         self._changed.set()
@@ -126,20 +165,21 @@ class MeshWorkerDirectory:
             probe = self._probes.pop(worker.id, None)
             if probe is not None:
                 probe.cancel()
+            self._lost.set()
         self._changed.set()
 
     async def watch(self, service: str) -> None:
-        if service in self._topics or self.swarm is None:
+        if service in self._topics or self.runtime is None:
             return
         topic = topic_key(self.config.namespace, service)
         self._topics[service] = topic
-        self._discoveries[service] = self.swarm.join(topic, server=False, client=True)
+        self._discoveries[service] = self.runtime.swarm.join(topic, server=False, client=True)
 
     async def unwatch(self, service: str) -> None:
         topic = self._topics.pop(service, None)
         self._discoveries.pop(service, None)
-        if topic is not None and self.swarm is not None:
-            await self.swarm.leave(topic)
+        if topic is not None and self.runtime is not None:
+            await self.runtime.swarm.leave(topic)
 
     def workers(self, service: str) -> list[MeshWorker]:
         topic = self._topics.get(service)
@@ -147,16 +187,19 @@ class MeshWorkerDirectory:
             return []
         return [w for w in self._workers.values() if not w.closed and topic in w.topics()]
 
-    async def wait_for_workers(self, service: str, timeout: float) -> list[MeshWorker]:
+    async def wait_for_workers(self, service: str, timeout: float, at_least: int = 1) -> list[MeshWorker]:
+        """The workers of `service` once there are `at_least` of them, or whatever there are at `timeout`."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         discovery = self._discoveries.get(service)
-        if discovery is not None and not self.workers(service):
+        if discovery is not None and len(self.workers(service)) < at_least:
             try:
                 await asyncio.wait_for(discovery.flushed(), max(end - loop.time(), 0))
             except asyncio.TimeoutError:
                 pass  # no answer in time: whatever connected so far is the answer
-        while not self.workers(service) and loop.time() < end:
+            if not self._candidates(service):
+                return self.workers(service)   # the lookup found nobody: nothing to wait for
+        while len(self.workers(service)) < at_least and loop.time() < end:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), end - loop.time())
@@ -164,11 +207,19 @@ class MeshWorkerDirectory:
                 break
         return self.workers(service)
 
+    def _candidates(self, service: str) -> bool:
+        """True when the Swarm knows a peer of `service`'s topic it is connected or may still connect to."""
+        topic = self._topics.get(service)
+        table = getattr(self.runtime.swarm, "table", None) if self.runtime is not None else None
+        if topic is None or table is None:
+            return True   # cannot tell: wait
+        return any(topic in p.topics and not p.banned for p in table.peers.values())
+
     def services(self) -> list[str]:
         return sorted(self._topics)
 
     def describe(self) -> dict:
-        dht = getattr(self.swarm, "dht", None)
+        dht = self.runtime.dht if self.runtime is not None else None
         state = None
         if dht is not None:
             state = {"address": list(getattr(dht, "address", ()) or ()),

@@ -37,14 +37,17 @@ _PATHS = {
     "/api/v1/status": {"get": _op("DHT state, topics, workers with load and health, models", "admin")},
     "/api/v1/inference/{modelId}": {"post": _op("Run a model", "infer", request=_TENSORS_IN, params=("modelId",))},
     "/api/v1/models": {
-        "get": _op("List models in the catalogue", "models:read"),
-        "post": _op("Upload a model (streamed, sha256-checked); ?id=&version= or X-Model-Id, X-Model-Version, "
-                    "X-Checksum-Sha256, X-Model-Metadata", "models:write", ok="201",
+        "get": _op("List models in the catalogue (?type=, ?tag=)", "models:read"),
+        "post": _op("Upload a model (streamed to the model manager, which verifies size and sha256); "
+                    "?id=&version= or X-Model-Id, X-Model-Version; required X-Checksum-Sha256 and "
+                    "Content-Length; optional X-Model-Type (onnx), X-Model-Tags (comma-separated)",
+                    "models:write", ok="201",
                     request={"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}),
     },
     "/api/v1/models/{modelId}": {
-        "get": _op("One model's record", "models:read", params=("modelId",)),
-        "delete": _op("Delete a model", "models:write", params=("modelId",)),
+        "get": _op("One model's entry (newest version, or ?version=)", "models:read", params=("modelId",)),
+        "delete": _op("Delete one version (?version=) or every version of a model", "models:write",
+                      params=("modelId",)),
     },
     "/api/v1/openapi.json": {"get": _op("This document", None)},
     "/metrics": {"get": _op("Prometheus metrics", "admin")},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 
@@ -11,8 +10,8 @@ from aiohttp import web
 from . import __version__
 from .app import ANY, DEADLINE, PUBLIC, gateway_of
 from .bodies import check_length, outputs_response, read_inputs
-from .catalogue import check_model_id
-from .errors import BadRequest, UnsupportedMediaType
+from .catalogue import UploadRequest, check_model_id
+from .errors import BadRequest, LengthRequired, UnsupportedMediaType
 from .metrics import CONTENT_TYPE
 from .openapi import spec
 from .tensors import validate
@@ -54,7 +53,8 @@ async def infer(request: web.Request) -> web.Response:
 
 async def list_models(request: web.Request) -> web.Response:
     gw = gateway_of(request)
-    return web.json_response(await gw.catalogue.list(request[DEADLINE]))
+    return web.json_response(await gw.catalogue.list(request.query.get("type"), request.query.get("tag"),
+                                                     request[DEADLINE]))
 
 
 async def get_model(request: web.Request) -> web.Response:
@@ -64,35 +64,51 @@ async def get_model(request: web.Request) -> web.Response:
 
 
 async def delete_model(request: web.Request) -> web.Response:
+    """Delete one version (?version=) or, without it, every version of a model."""
     gw = gateway_of(request)
     model = check_model_id(request.match_info["modelId"])
     return web.json_response(await gw.catalogue.delete(model, request.query.get("version"), request[DEADLINE]))
 
 
-async def upload_model(request: web.Request) -> web.Response:
-    """Raw model bytes in the body; id, version, checksum and metadata in query or headers."""
-    gw = gateway_of(request)
+def _declared_upload(request: web.Request, limit: int) -> UploadRequest:
+    """The upload's id, version, type, tags, sha256 and size from query and headers (4xx if unusable)."""
     if request.content_type != "application/octet-stream":
         raise UnsupportedMediaType(f"model upload must be application/octet-stream, got {request.content_type!r}")
-    model = request.query.get("id") or request.headers.get("X-Model-Id")
-    if not model:
-        raise BadRequest("model id missing: pass ?id=<model> or X-Model-Id")
-    check_model_id(model)
-    version = request.query.get("version") or request.headers.get("X-Model-Version")
-    checksum = request.query.get("sha256") or request.headers.get("X-Checksum-Sha256")
-    if checksum is not None and (len(checksum) != 64 or any(c not in "0123456789abcdefABCDEF" for c in checksum)):
+    def field(query: str, header: str) -> str | None:
+        return request.query.get(query) or request.headers.get(header)
+    model = field("id", "X-Model-Id")
+    version = field("version", "X-Model-Version")
+    if not model or not version:
+        raise BadRequest("model id and version are required: pass ?id=<model>&version=<v> "
+                         "(or X-Model-Id and X-Model-Version)")
+    checksum = field("sha256", "X-Checksum-Sha256")
+    if checksum is None:
+        raise BadRequest("X-Checksum-Sha256 (the body's sha256 as 64 hex digits) is required: "
+                         "the model manager verifies it")
+    if len(checksum) != 64 or any(c not in "0123456789abcdefABCDEF" for c in checksum):
         raise BadRequest("X-Checksum-Sha256 must be 64 hex digits")
-    try:
-        metadata = json.loads(request.headers.get("X-Model-Metadata", "{}"))
-    except ValueError as e:
-        raise BadRequest(f"X-Model-Metadata is not JSON: {e}") from None
-    if not isinstance(metadata, dict):
-        raise BadRequest("X-Model-Metadata must be a JSON object")
-    check_length(request, gw.config.max_model_bytes)
+    if request.content_length is None:
+        raise LengthRequired("model upload needs a Content-Length (chunked bodies are refused): "
+                             "the model manager verifies the size")
+    check_length(request, limit)
+    if request.content_length == 0:
+        raise BadRequest("model body is empty")
+    tags = tuple(t.strip() for t in (field("tags", "X-Model-Tags") or "").split(",") if t.strip())
+    return UploadRequest(check_model_id(model), check_model_id(version, "version"), checksum.lower(),
+                         request.content_length, field("type", "X-Model-Type") or "onnx", tags)
+
+
+async def upload_model(request: web.Request) -> web.Response:
+    """Raw model bytes in the body; id, version, sha256, type and tags in query or headers.
+
+    201 with the manager's entry when stored; 200 with it when the manager already
+    held these bytes under this id and version.
+    """
+    gw = gateway_of(request)
+    declared = _declared_upload(request, gw.config.max_model_bytes)
     chunks = request.content.iter_chunked(gw.config.upload_chunk_bytes)
-    record = await gw.catalogue.upload(model, version, metadata, chunks, request.content_length, checksum,
-                                       request[DEADLINE])
-    return web.json_response(record, status=201)
+    entry, created = await gw.catalogue.upload(declared, chunks, request[DEADLINE])
+    return web.json_response(entry, status=201 if created else 200)
 
 
 async def openapi(request: web.Request) -> web.Response:

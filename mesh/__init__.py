@@ -16,5 +16,6 @@ connect_errors.py            this layer's errors
 swarm.py      join/leave topics, one connection per peer; swarm_logic.py its sans-IO
               decisions, swarm_discovery.py topic handles, swarm_cli.py the CLI's part
 rpc/          protomux + protomux-rpc (@hyperswarm/rpc wire format)
-node.py       `python -m mesh.node`
+runtime.py    MeshRuntime: one process's DHT, Swarm, RPC server and client (roles, gateway, tools)
+node.py       `python -m mesh.node`; node_role.py runs the worker role a topic names
 """

@@ -1,10 +1,20 @@
-"""`python -m mesh.node`: run a DHT node, a bootstrap node, or a topic member.
+"""`python -m mesh.node`: run a DHT node, a bootstrap node, a topic member, or a role.
 
     python -m mesh.node --bootstrap-node                       # persistent, 127.0.0.1:49737
     python -m mesh.node --bootstrap 127.0.0.1:49737 --topic demo --json
+    python -m mesh.node --topic books                          # the role topics.toml names
+    python -m mesh.node --topic mlp-mid --ops-port 0 --max-queue 4   # role options after ours
 
-Argument parsing (`parse_args` -> `NodeOptions`) and the run loop (`run`) are
-separate so roles and connection events can be added without touching either.
+A topic names a role when topics.toml has `[topics.NAME] role = "pkg.module"` or
+a `[[models]]` entry `id = NAME` with a `role`. The role module is imported by
+that dotted name (mesh never imports workers) and must provide
+`role_config(topics_doc, env=, argv=, [topic=])` and `async run_role(config, mesh)`;
+it runs on a `mesh.runtime.MeshRuntime` (DHT, Swarm, RPC server and client) until
+SIGTERM/SIGINT, drains, and the node then shuts the mesh down. Arguments this
+parser does not know are the role's (`--<config-field> value`).
+
+Argument parsing (`parse_args` -> `NodeOptions`), the plain node (`run`) and the
+role runner (`mesh.node_role.run_role_node`) are separate.
 """
 
 from __future__ import annotations
@@ -43,6 +53,10 @@ class NodeOptions:
     json: bool
     lookup_interval: float
     persistent: bool
+    config_path: str = "topics.toml"
+    config_doc: dict | None = None            # the parsed topics.toml (roles get it whole)
+    role: tuple[str, str] | None = None       # (topic name, role module) when a topic names a role
+    role_args: tuple[str, ...] = ()           # arguments left for the role's config layering
 
 
 def _parse_addr(text: str) -> Address:
@@ -67,7 +81,21 @@ def _load_config(path: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mesh.node", description="Run a HyperDHT-compatible mesh node.")
+    p = argparse.ArgumentParser(
+        prog="python -m mesh.node", description="Run a HyperDHT-compatible mesh node, or the worker role a topic names.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""roles:
+  When a --topic NAME names a role in the config file ([topics.NAME] role = "workers.book",
+  or a [[models]] entry with id = NAME and a role), the node imports that module and runs
+  the role on one mesh (DHT, Swarm, RPC server on every connection, RPC client) until
+  SIGTERM/SIGINT, then drains it and leaves its topics. Options this parser does not know
+  go to the role's config (--<field> value; env MESH_<FIELD>; [workers.<role>] in the file):
+    python -m mesh.node --topic model-manager --data-dir var/mm --ops-port 0
+    python -m mesh.node --topic inference --model-dir var/models       # loads models on request
+    python -m mesh.node --topic mlp-mid --max-concurrent 1 --max-queue 4
+    python -m mesh.node --topic books --db-path var/books.db
+  With --json, a role node prints {"event": "ready"}, "role", "announced" {topic} per topic
+  it serves, "peer", "connection"/"disconnection", and "stopped".""")
     p.add_argument("--bootstrap-node", action="store_true",
                    help="run a persistent bootstrap node on --host/--port (default 127.0.0.1:49737)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -96,10 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def find_role(cfg: dict, name: str) -> str | None:
+    """The role module topics.toml names for topic `name`, or None."""
+    table = cfg.get("topics", {}).get(name) if isinstance(cfg.get("topics"), dict) else None
+    if isinstance(table, dict) and isinstance(table.get("role"), str):
+        return table["role"]
+    for entry in cfg.get("models", []) or []:
+        if isinstance(entry, dict) and entry.get("id") == name and isinstance(entry.get("role"), str):
+            return entry["role"]
+    return None
+
+
 def parse_args(argv: list[str] | None = None) -> NodeOptions:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a, rest = parser.parse_known_args(argv)
     cfg = _load_config(a.config)
+    roles = [(name, role) for name in a.topic if (role := find_role(cfg, name)) is not None]
+    if len(roles) > 1:
+        parser.error(f"one role per node: topics {[n for n, _ in roles]} each name a role")
+    if rest and not roles:
+        parser.error(f"unrecognized arguments: {' '.join(rest)} (role options need a --topic that names a role)")
     namespace = cfg.get("namespace", "inference-mesh")
     bootstrap = [addr for group in a.bootstrap for addr in group]
     if not bootstrap and not a.bootstrap_node:
@@ -121,6 +165,7 @@ def parse_args(argv: list[str] | None = None) -> NodeOptions:
         topics=tuple(topics), announce=not a.no_announce, lookup=not a.no_lookup, seed=seed,
         key_file=a.key_file, json=a.json, lookup_interval=a.lookup_interval,
         persistent=a.persistent or a.bootstrap_node,
+        config_path=a.config, config_doc=cfg, role=roles[0] if roles else None, role_args=tuple(rest),
     )
 
 
@@ -216,7 +261,11 @@ async def _main(opts: NodeOptions) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run(opts, Emitter(opts.json), stop)
+    if opts.role is not None:
+        from .node_role import run_role_node
+        await run_role_node(opts, Emitter(opts.json), stop)
+    else:
+        await run(opts, Emitter(opts.json), stop)
 
 
 def main(argv: list[str] | None = None) -> int:

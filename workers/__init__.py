@@ -10,5 +10,7 @@ logging.py     structured JSON logs (one object per line) on stdlib logging
 metrics.py     plain counters/gauges/histograms behind `stats` RPCs and /metrics
 ops_http.py    operator HTTP port: /health and /metrics (aiohttp, prometheus-client)
 inference/     the inference worker role (onnxruntime runner, batching, cache)
-topics.example.toml  the proposed models part of topics.toml
+models/        the model manager role, model storage, replication, fetching
+thing.py, things/, book.py  the CRUD template worker and its example
+(roles are configured in the top-level topics.toml and started by `python -m mesh.node`)
 """

@@ -40,7 +40,8 @@ Worker API
   records `mesh_worker_requests_total{method,code}` and
   `mesh_worker_request_seconds{method}`.
 * Topics: `join(name)` announces `topic_key(namespace, name)` as a server
-  (`swarm.join(key, server=True, client=False)`), now or at start;
+  (`swarm.join(key, server=True, client=False)`), now if serving, else once
+  `start()` has made the worker serving (so no caller finds it still starting);
   `leave(name)` un-announces. `topics` lists the joined names.
 * The mesh is injected at `start(mesh)`: any object with `.swarm` (Swarm-like:
   `join(topic, server=, client=)`, `leave(topic)`, `on_connection(cb)`) and
@@ -125,6 +126,7 @@ class Worker:
         self._methods: dict[str, Method] = {}
         self._topics: dict[str, bytes] = {}
         self._announced: set[str] = set()
+        self._lookups: set[str] = set()
         self._mesh: Mesh | None = None
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -212,17 +214,22 @@ class Worker:
     def topics(self) -> list[str]:
         return sorted(self._topics)
 
-    async def join(self, name: str) -> bytes:
-        """Announce topic `name` as a server (now if started, else at start)."""
+    async def join(self, name: str, *, lookup: bool = False) -> bytes:
+        """Announce topic `name` as a server (now if serving, else once started).
+        `lookup` also looks the topic up as a client, to connect to its other
+        members (e.g. model managers replicating each other)."""
         key = self.topic_key(name)
         self._topics[name] = key
-        if self.state in (STARTING, SERVING):
+        if lookup:
+            self._lookups.add(name)
+        if self.state == SERVING:  # joins made while starting are announced once serving
             await self._announce(name)
         return key
 
     async def leave(self, name: str) -> None:
         """Stop announcing topic `name` (no-op if not joined)."""
         self._topics.pop(name, None)
+        self._lookups.discard(name)
         if name in self._announced:
             self._announced.discard(name)
             swarm = self._mesh.swarm if self._mesh else None
@@ -236,7 +243,7 @@ class Worker:
         self._announced.add(name)
         swarm = self._mesh.swarm if self._mesh else None
         if swarm is not None:
-            discovery = swarm.join(self._topics[name], server=True, client=False)
+            discovery = swarm.join(self._topics[name], server=True, client=name in self._lookups)
             flushed = getattr(discovery, "flushed", None)
             if callable(flushed):
                 await _maybe_await(flushed())
@@ -282,12 +289,15 @@ class Worker:
                     rpc = self._mesh.rpc
                     self._mesh.swarm.on_connection(lambda conn, info=None: rpc.attach(conn))
             await self.on_start()
-            for name in list(self._topics):
-                await self._announce(name)
             if self.config.ops_port:
                 from .ops_http import OpsServer
                 self._ops = OpsServer(self.config.ops_host, self.config.ops_port, self.health, self.registry)
                 await self._ops.start()
+            # Serving before announcing: a peer that finds a topic may call at once,
+            # and must not be refused as UNAVAILABLE by a worker still starting.
+            self.state = SERVING
+            for name in list(self._topics):
+                await self._announce(name)
         except BaseException:
             self.state = STOPPED
             try:  # undo what started: topics, subclass resources, the ops port

@@ -5,7 +5,7 @@ Layers, later wins:  dataclass defaults < topics.toml < environment MESH_* < CLI
 * topics.toml: top-level `namespace` and `bootstrap`, the `[workers]` table
   (settings shared by all worker roles), the role's own table (role
   "workers.inference" reads `[workers.inference]`), and `[[models]]` entries
-  (see `workers/topics.example.toml`).
+  (see the top-level `topics.toml`).
 * environment: `MESH_<FIELD>` for each field of the role's config class, e.g.
   `MESH_OPS_PORT=0`, `MESH_BOOTSTRAP=127.0.0.1:49737,127.0.0.1:49738`.
 * CLI: `--<field-name> value` or `--<field-name>=value` (dashes or underscores),

@@ -1,18 +1,23 @@
 """Gateway benchmark: end-to-end HTTP throughput and p50/p99 at 1 and 32 concurrent clients.
 
-Servers (each in its own process; the load comes from separate client processes):
+Servers (each in its own processes; the load comes from separate client processes):
   bare     a bare aiohttp server running onnxruntime in-process (the peer)
-  gateway  the gateway (auth, rate limit, validation, balancing, metrics) over an
-           in-process worker directory running the same onnxruntime session
-  ray      Ray Serve, only if installed
+  gateway  the gateway (auth, rate limit, validation, balancing, metrics) over a real
+           InferenceWorker in the same process (its RPC method table, no mesh)
+  mesh-1   `python -m gateway` + one `python -m mesh.node --topic mlp` worker process,
+           found on the DHT (a bootstrap node process) and called over RPC
+  mesh-2   the same with two worker processes
+  ray      Ray Serve, only if installed (else it prints "not installed")
 The model is the same tiny MLP (64-256-10, seeded), built with onnx.helper; every
 request sends one 1x64 float32 row as JSON and gets 1x10 back.
 
   PYTHONPATH=. python scripts/bench/gateway.py [--seconds 2] [--rounds 3] [--concurrency 1 32]
+                                               [--modes bare gateway mesh-1 mesh-2]
 
-Both servers run at once and the runs alternate, so the machine's noise hits both
-alike; the table shows medians over the rounds, and each server's CPU time per
-request (read from /proc), which noise disturbs far less than throughput.
+All servers run at once and the runs alternate, so the machine's noise hits them
+alike; the table shows medians over the rounds, and the CPU time per request of all
+of a variant's server processes (gateway and workers; read from /proc), which noise
+disturbs far less than throughput.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
 
 # this file is named gateway.py: keep its folder off the path so `gateway` is the package
 _HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(os.path.dirname(_HERE))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 MODEL_ID = "mlp"
@@ -81,33 +88,42 @@ async def serve_bare(port: int) -> None:
 
 
 async def serve_gateway(port: int, key_path: str) -> None:
+    """The gateway over a real InferenceWorker in this process (its RPC method table, no mesh)."""
     from gateway.app import create_app
-    from gateway.auth import KeyStore
     from gateway.config import GatewayConfig
     from gateway.directory import LocalWorker, LocalWorkerDirectory
-
-    sess = session()
-    names = [o.name for o in sess.get_outputs()]
-    sig = {"id": MODEL_ID, "version": "1", "inputs": [{"name": "x", "dtype": "float32", "shape": [-1, 64]}],
-           "outputs": [{"name": "y", "dtype": "float32", "shape": [-1, 10]}]}
-
-    async def infer(value):
-        return {"outputs": dict(zip(names, sess.run(None, value["inputs"]))), "version": "1"}
-
-    async def capacity(value):
-        return {"load": 0, "queue": 0, "max_concurrent": 64}
-
-    async def models(value):
-        return {"models": [sig]}
+    from workers.inference import InferenceConfig, InferenceWorker
 
     tmp = tempfile.mkdtemp()
-    keys = KeyStore(os.path.join(tmp, "keys.sqlite3"))
-    key, _ = keys.create("bench", frozenset({"infer"}), rate=1e9, burst=10**9)
+    worker = InferenceWorker(InferenceConfig(model_dir=write_model_dir(tmp), serve=(MODEL_ID,), ops_port=0))
+    await worker.start()
+    keys = make_keys(os.path.join(tmp, "keys.sqlite3"), key_path)
+    directory = LocalWorkerDirectory()
+    directory.add(MODEL_ID, LocalWorker("local-0", {n: m.handler for n, m in worker.methods.items()}))
+    await _run(create_app(GatewayConfig(port=port, ping_interval_s=1.0), directory, keys), port)
+
+
+def write_model_dir(folder: str) -> str:
+    """`folder`/models with the MLP and a manifest.json (workers.inference's LocalDirectorySource)."""
+    import hashlib
+    models = os.path.join(folder, "models")
+    os.makedirs(models, exist_ok=True)
+    data = build_mlp()
+    with open(os.path.join(models, f"{MODEL_ID}-1.onnx"), "wb") as f:
+        f.write(data)
+    with open(os.path.join(models, "manifest.json"), "w") as f:
+        json.dump({"models": [{"id": MODEL_ID, "version": "1", "file": f"{MODEL_ID}-1.onnx",
+                               "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}]}, f)
+    return models
+
+
+def make_keys(db: str, key_path: str):
+    from gateway.auth import KeyStore
+    keys = KeyStore(db)
+    key, _ = keys.create("bench", frozenset({"infer", "admin"}), rate=1e9, burst=10**9)
     with open(key_path, "w") as f:
         f.write(key)
-    directory = LocalWorkerDirectory()
-    directory.add(MODEL_ID, LocalWorker("local-0", {"infer": infer, "capacity": capacity, "models": models}))
-    await _run(create_app(GatewayConfig(port=port, ping_interval_s=1.0), directory, keys), port)
+    return keys
 
 
 async def _run(app, port: int) -> None:
@@ -173,16 +189,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (noise-resistant cost per request)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
-    def __init__(self, mode: str):
+    """One variant: its processes (all of them count for CPU), its port and API key."""
+
+    def __init__(self, mode: str, mesh: "MeshBench | None" = None):
+        self.mode = mode
         self.port = free_port()
         key_path = tempfile.mktemp()
-        self.proc = subprocess.Popen([sys.executable, __file__, "serve", mode, str(self.port), key_path],
-                                     stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if line.strip() != "READY":
-            raise RuntimeError(f"{mode} server did not start: {line!r}")
-        self.key = open(key_path).read() if os.path.exists(key_path) else ""
+        self.procs: list[subprocess.Popen] = []
+        if mode in ("bare", "gateway"):
+            self.procs.append(spawn([__file__, "serve", mode, str(self.port), key_path], "READY"))
+            self.key = open(key_path).read() if os.path.exists(key_path) else ""
+        else:
+            self.key = mesh.key
+            workers = int(mode.split("-")[1])
+            topics = mesh.topics(f"bench-{workers}")
+            for _ in range(workers):
+                self.procs.append(spawn(["-m", "mesh.node", "--json", "--config", topics, "--topic", MODEL_ID,
+                                         "--ops-port", "0"], '"announced"'))
+            self.procs.insert(0, spawn(["-m", "gateway", "--config", topics, "--port", str(self.port),
+                                        "--keys-db", mesh.keys_db, "--model", MODEL_ID, "--worker-wait", "10",
+                                        "--rate", "1e9", "--burst", "1000000000"], "Running on"))
+            self.wait_for_workers(workers)
+
+    def wait_for_workers(self, n: int, timeout: float = 30.0) -> None:
+        import urllib.request
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            req = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/v1/status",
+                                         headers={"Authorization": f"Bearer {self.key}"})
+            status = json.load(urllib.request.urlopen(req, timeout=5))
+            topic = next((t for t in status["topics"] if t["name"] == MODEL_ID), {"workers": []})
+            if sum(w["health"] == "healthy" for w in topic["workers"]) >= n:
+                return
+            time.sleep(0.1)   # a benchmark's set-up, not a test
+        raise RuntimeError(f"{self.mode}: gateway did not see {n} workers in {timeout}s")
 
     def load(self, concurrency: int, seconds: float, procs: int) -> dict:
         """Load from `procs` client processes sharing `concurrency` (one client must not be the bottleneck)."""
@@ -204,14 +252,69 @@ class Server:
         return result
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process (noise-resistant cost per request)."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(cpu_seconds(p.pid) for p in self.procs)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait()
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait()
+
+
+def spawn(args: list[str], ready: str) -> subprocess.Popen:
+    """A process of this benchmark, once a stdout line containing `ready` appeared."""
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True, cwd=_ROOT,
+                            env={**os.environ, "PYTHONPATH": _ROOT})
+    for line in proc.stdout:
+        if ready in line:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()   # keep the pipe drained
+            return proc
+    raise RuntimeError(f"{args} exited before printing {ready!r}")
+
+
+class MeshBench:
+    """A bootstrap node, a model folder and a key store shared by the mesh variants."""
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp()
+        self.models = write_model_dir(self.tmp)
+        self.keys_db = os.path.join(self.tmp, "keys.sqlite3")
+        key_path = os.path.join(self.tmp, "key")
+        make_keys(self.keys_db, key_path).close()
+        self.key = open(key_path).read()
+        empty = os.path.join(self.tmp, "empty.toml")
+        open(empty, "w").close()
+        self.boot = subprocess.Popen([sys.executable, "-m", "mesh.node", "--json", "--bootstrap-node", "--port", "0",
+                                      "--config", empty], stdout=subprocess.PIPE, text=True, cwd=_ROOT,
+                                     env={**os.environ, "PYTHONPATH": _ROOT})
+        ready = json.loads(self.boot.stdout.readline())
+        threading.Thread(target=self.boot.stdout.read, daemon=True).start()
+        self.bootstrap = f"{ready['host']}:{ready['port']}"
+
+    def topics(self, namespace: str) -> str:
+        """A topics.toml of its own namespace, so each variant's gateway sees only its workers."""
+        manifest = json.load(open(os.path.join(self.models, "manifest.json")))["models"][0]
+        path = os.path.join(self.tmp, f"{namespace}.toml")
+        with open(path, "w") as f:
+            f.write(f'''namespace = "{namespace}"
+bootstrap = ["{self.bootstrap}"]
+[workers]
+ops_port = 0
+[workers.inference]
+model_dir = "{self.models}"
+fetch_dir = "{os.path.join(self.tmp, namespace + '-fetch')}"
+[[models]]
+id = "{MODEL_ID}"
+version = "1"
+file = "{manifest['file']}"
+sha256 = "{manifest['sha256']}"
+role = "workers.inference"
+''')
+        return path
+
+    def stop(self) -> None:
+        self.boot.terminate()
+        self.boot.wait()
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -232,11 +335,15 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     p.add_argument("--client-procs", type=int, default=2, help="client processes sharing the concurrency")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="variants to run")
     args = p.parse_args()
-    modes = ("bare", "gateway")
-    servers = {m: Server(m) for m in modes}   # both up at once; runs alternate so noise hits both alike
-    runs: dict = {m: {c: [] for c in args.concurrency} for m in modes}
+    modes = ["bare"] + [m for m in args.modes if m != "bare"]
+    mesh = MeshBench() if any(m.startswith("mesh") for m in modes) else None
+    servers: dict = {}
     try:
+        for m in modes:   # all up at once; runs alternate so noise hits them alike
+            servers[m] = Server(m, mesh)
+        runs: dict = {m: {c: [] for c in args.concurrency} for m in modes}
         for _ in range(args.rounds):
             for c in args.concurrency:
                 for m in modes:
@@ -244,19 +351,25 @@ def main() -> None:
     finally:
         for s in servers.values():
             s.stop()
+        if mesh is not None:
+            mesh.stop()
     results = {m: {c: median_of(runs[m][c]) for c in args.concurrency} for m in modes}
     try:
         import ray.serve  # noqa: F401
         print("ray serve: installed, but its variant is not wired in this script yet")
     except ImportError:
         print("ray serve: not installed")
-    print(f"{'server':<28}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'req/s vs bare':>15}"
+    print(f"{'server':<36}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'req/s vs bare':>15}"
           f"{'server CPU us/req':>19}{'CPU vs bare':>13}")
-    for mode, label in (("bare", "bare aiohttp+onnxruntime"), ("gateway", "gateway (in-process worker)")):
+    for mode in modes:
         for c in args.concurrency:
             r, base = results[mode][c], results["bare"][c]
-            print(f"{label:<28}{c:>8}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8.0f}"
+            print(f"{MODES[mode]:<36}{c:>8}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8.0f}"
                   f"{r['rps'] / base['rps']:>15.2f}{r['cpu_us']:>19.0f}{r['cpu_us'] / base['cpu_us']:>13.2f}")
+
+
+MODES = {"bare": "bare aiohttp+onnxruntime", "gateway": "gateway + in-process worker",
+         "mesh-1": "gateway + 1 worker (mesh)", "mesh-2": "gateway + 2 workers (mesh)"}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Inference worker throughput against raw in-process onnxruntime, same models.
 
     PYTHONPATH=. python scripts/bench/worker.py [--seconds 0.3 --rounds 5] [--models var/models]
+        [--mode inproc|rpc|both]
 
 For each model (mlp-tiny 64-256-10, mlp-mid 512-2048-2048-512, conv-small
 1x3x64x64 conv net), one run measures:
@@ -8,10 +9,14 @@ For each model (mlp-tiny 64-256-10, mlp-mid 512-2048-2048-512, conv-small
 * raw: onnxruntime `InferenceSession.run` in this process on one thread, with
   the worker's session options: 1 row per call, and 32 rows per call;
 * worker: N concurrent callers (1, 8, 32), each sending 1-row `infer` requests
-  in a loop, with batching on and off. The worker's infer handler is called
-  IN-PROCESS (`worker.call("infer", ...)`) through the full path (request
-  checks, input validation, admission/queue, batcher, executor, split); there
-  is no RPC hop yet.
+  in a loop, with batching on and off, through the full path (request checks,
+  input validation, admission/queue, batcher, executor, split):
+  - mode "inproc": the worker's infer handler called in this process
+    (`worker.call("infer", ...)`), no RPC hop;
+  - mode "rpc": the workers are `python -m mesh.node --topic inference`
+    processes (scripts/bench/worker_mesh.py) and the callers are asyncio tasks
+    in this process sending `infer` over RPC on one real Swarm connection per
+    worker (UDX over 127.0.0.1, Noise, secret-stream, msgpack tensors).
 
 Each cell is the median of interleaved rounds (the machine is shared and
 noisy). It prints rows/s with ratios: batched/unbatched, worker/raw-1-row,
@@ -63,9 +68,10 @@ class Raw:
         return n * rows / (time.perf_counter() - t0)
 
 
-async def worker_rows_per_s(w: InferenceWorker, model: str, shape: tuple, callers: int,
+async def worker_rows_per_s(call, model: str, shape: tuple, callers: int,
                             seconds: float) -> tuple[float, float]:
-    """(rows/s, mean rows per onnxruntime run) for `callers` closed-loop callers."""
+    """(rows/s, mean rows per onnxruntime run) for `callers` closed-loop callers;
+    `call(method, value)` reaches the worker (in-process or over RPC)."""
     rng = np.random.default_rng(1)
     inputs = [rng.standard_normal((1, *shape)).astype(np.float32) for _ in range(callers)]
     loop = asyncio.get_running_loop()
@@ -73,69 +79,105 @@ async def worker_rows_per_s(w: InferenceWorker, model: str, shape: tuple, caller
     async def caller(x, end):
         n = 0
         while loop.time() < end:
-            await w.call("infer", {"model": model, "inputs": {"x": x}})
+            await call("infer", {"model": model, "inputs": {"x": x}})
             n += 1
         return n
 
     await asyncio.gather(*[caller(x, loop.time() + 0.05) for x in inputs])  # warm-up
-    before = (await w.call("stats"))["models"][f"{model}@1"]
+    before = (await call("stats", None))["models"][f"{model}@1"]
     t0 = loop.time()
     counts = await asyncio.gather(*[caller(x, t0 + seconds) for x in inputs])
     elapsed = loop.time() - t0
-    after = (await w.call("stats"))["models"][f"{model}@1"]
+    after = (await call("stats", None))["models"][f"{model}@1"]
     runs = after["batches"] - before["batches"]
     return sum(counts) / elapsed, (after["rows"] - before["rows"]) / max(1, runs)
 
 
-async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, executor_threads: int) -> list[dict]:
+def worker_settings(threads: int, executor_threads: int) -> dict:
+    return {"intra_op_threads": threads, "executor_threads": executor_threads,
+            "max_concurrent": executor_threads, "max_queue": 256}
+
+
+async def inproc_workers(model_dir: Path, model: str, settings: dict) -> dict:
+    """{variant: InferenceWorker} started in this process for `model`."""
+    workers = {}
+    for batching in (False, True):
+        config = InferenceConfig(model_dir=str(model_dir), ops_port=0, serve=(model,), batching=batching,
+                                 **settings)
+        workers["batched" if batching else "unbatched"] = w = InferenceWorker(config)
+        await w.start()
+    return workers
+
+
+def rpc_calls(mesh) -> dict:
+    """{variant: call(method, value)} over the mesh workers' RPC peers."""
+    def call_on(peer):
+        return lambda method, value: peer.request(method, value, timeout=60)
+    return {variant: call_on(peer) for variant, peer in mesh.peers.items()}
+
+
+async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, executor_threads: int,
+                modes: list[str]) -> list[dict]:
     """Cells are measured in interleaved rounds (raw, unbatched, batched, ...) and the
     median of the rounds is kept, so a burst of load from other processes on the
     shared machine hits all variants alike instead of one cell."""
+    settings = worker_settings(threads, executor_threads)
+    mesh = None
+    if "rpc" in modes:
+        from worker_mesh import MeshWorkers  # scripts/bench/worker_mesh.py (mesh processes)
+        mesh = await MeshWorkers(model_dir, list(MODELS), settings).__aenter__()
     results = []
-    for model, shape in MODELS.items():
-        raw = Raw(model_dir / f"{model}-1.onnx", shape, threads)
-        workers = {}
-        for batching in (False, True):
-            config = InferenceConfig(model_dir=str(model_dir), ops_port=0, serve=(model,), batching=batching,
-                                     intra_op_threads=threads, executor_threads=executor_threads,
-                                     max_concurrent=executor_threads, max_queue=256)
-            workers["batched" if batching else "unbatched"] = w = InferenceWorker(config)
-            await w.start()
-        samples: dict[str, list[float]] = {}
-        for r in range(rounds):
-            samples.setdefault("raw_1", []).append(raw.rows_per_s(1, seconds))
-            samples.setdefault("raw_32", []).append(raw.rows_per_s(32, seconds))
-            for c in CALLERS:
-                for key, w in (list(workers.items()) if r % 2 == 0 else list(workers.items())[::-1]):
-                    rate, mean_batch = await worker_rows_per_s(w, model, shape, c, seconds)
-                    samples.setdefault(f"{key}_{c}", []).append(rate)
-                    samples.setdefault(f"{key}_{c}_mean_batch", []).append(mean_batch)
-        for w in workers.values():
-            await w.stop()
-        row = {"model": model, **{k: statistics.median(v) for k, v in samples.items()}}
-        results.append(row)
-        print_row(row)
+    try:
+        for model, shape in MODELS.items():
+            raw = Raw(model_dir / f"{model}-1.onnx", shape, threads)
+            calls, workers = {}, {}
+            if "inproc" in modes:
+                workers = await inproc_workers(model_dir, model, settings)
+                calls.update({f"inproc/{k}": w.call for k, w in workers.items()})
+            if mesh is not None:
+                calls.update({f"rpc/{k}": c for k, c in rpc_calls(mesh).items()})
+            samples: dict[str, list[float]] = {}
+            for r in range(rounds):
+                samples.setdefault("raw_1", []).append(raw.rows_per_s(1, seconds))
+                samples.setdefault("raw_32", []).append(raw.rows_per_s(32, seconds))
+                for c in CALLERS:
+                    for key, call in (list(calls.items()) if r % 2 == 0 else list(calls.items())[::-1]):
+                        rate, mean_batch = await worker_rows_per_s(call, model, shape, c, seconds)
+                        samples.setdefault(f"{key}_{c}", []).append(rate)
+                        samples.setdefault(f"{key}_{c}_mean_batch", []).append(mean_batch)
+            for w in workers.values():
+                await w.stop()
+            row = {"model": model, **{k: statistics.median(v) for k, v in samples.items()}}
+            results.append(row)
+            for mode in modes:
+                print_row(row, mode)
+    finally:
+        if mesh is not None:
+            await mesh.__aexit__(None, None, None)
     return results
 
 
-def print_row(r: dict) -> None:
-    print(f"\n{r['model']}: raw onnxruntime 1 row/call {r['raw_1']:,.0f} rows/s, 32 rows/call {r['raw_32']:,.0f} rows/s")
+def print_row(r: dict, mode: str) -> None:
+    print(f"\n{r['model']} ({mode}): raw onnxruntime 1 row/call {r['raw_1']:,.0f} rows/s, "
+          f"32 rows/call {r['raw_32']:,.0f} rows/s")
     print(f"  {'callers':>7} {'unbatched':>11} {'batched':>11} {'mean batch':>10} {'batched/unb':>11} "
           f"{'unb/raw1':>8} {'bat/raw32':>9}")
     for c in CALLERS:
-        u, b = r[f"unbatched_{c}"], r[f"batched_{c}"]
-        print(f"  {c:>7} {u:>11,.0f} {b:>11,.0f} {r[f'batched_{c}_mean_batch']:>10.1f} {b / u:>11.2f}x "
+        u, b = r[f"{mode}/unbatched_{c}"], r[f"{mode}/batched_{c}"]
+        print(f"  {c:>7} {u:>11,.0f} {b:>11,.0f} {r[f'{mode}/batched_{c}_mean_batch']:>10.1f} {b / u:>11.2f}x "
               f"{u / r['raw_1']:>7.2f}x {b / r['raw_32']:>8.2f}x")
 
 
-def markdown(results: list[dict], args) -> str:
-    lines = ["| model | callers | unbatched rows/s | batched rows/s | mean rows/run | batched / unbatched "
-             "| unbatched / raw 1-row | batched / raw batch-32 |", "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        for c in CALLERS:
-            u, b = r[f"unbatched_{c}"], r[f"batched_{c}"]
-            lines.append(f"| {r['model']} | {c} | {u:,.0f} | {b:,.0f} | {r[f'batched_{c}_mean_batch']:.1f} | "
-                         f"{b / u:.2f}x | {u / r['raw_1']:.2f}x | {b / r['raw_32']:.2f}x |")
+def markdown(results: list[dict], modes: list[str]) -> str:
+    lines = ["| path | model | callers | unbatched rows/s | batched rows/s | mean rows/run | batched / unbatched "
+             "| unbatched / raw 1-row | batched / raw batch-32 |", "|---|---|---|---|---|---|---|---|---|"]
+    for mode in modes:
+        for r in results:
+            for c in CALLERS:
+                u, b = r[f"{mode}/unbatched_{c}"], r[f"{mode}/batched_{c}"]
+                lines.append(f"| {mode} | {r['model']} | {c} | {u:,.0f} | {b:,.0f} | "
+                             f"{r[f'{mode}/batched_{c}_mean_batch']:.1f} | "
+                             f"{b / u:.2f}x | {u / r['raw_1']:.2f}x | {b / r['raw_32']:.2f}x |")
     lines += ["", "| model | raw 1 row/call rows/s | raw 32 rows/call rows/s |", "|---|---|---|"]
     lines += [f"| {r['model']} | {r['raw_1']:,.0f} | {r['raw_32']:,.0f} |" for r in results]
     return "\n".join(lines)
@@ -150,7 +192,10 @@ def main(argv=None) -> int:
     ap.add_argument("--executor-threads", type=int, default=2, help="worker executor threads = max_concurrent")
     ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(MODELS))
     ap.add_argument("--json", default="", help="also write the numbers to this file")
+    ap.add_argument("--mode", choices=("inproc", "rpc", "both"), default="inproc",
+                    help="call the worker in-process, over RPC to mesh.node worker processes, or both")
     args = ap.parse_args(argv)
+    modes = ["inproc", "rpc"] if args.mode == "both" else [args.mode]
     if args.models:
         model_dir = Path(args.models)
     else:
@@ -158,13 +203,13 @@ def main(argv=None) -> int:
         from scripts.make_models import write_models
         model_dir = Path(tempfile.mkdtemp(prefix="bench-models-"))
         write_models(model_dir, list(MODELS))
-    print(f"worker benchmark: infer handler called in-process through validate/queue/batch (no RPC hop); "
+    print(f"worker benchmark ({'; '.join(modes)}): infer through validate/queue/batch, "
           f"{args.rounds} interleaved rounds of {args.seconds}s per cell, medians; onnxruntime {ort.__version__}, intra-op threads {args.threads}, "
           f"worker executor threads {args.executor_threads}; {platform.processor() or platform.machine()}")
     for name in [m for m in args.only.split(",") if m] and set(MODELS) - set(args.only.split(",")):
         del MODELS[name]
-    results = asyncio.run(bench(model_dir, args.seconds, args.rounds, args.threads, args.executor_threads))
-    print("\n" + markdown(results, args))
+    results = asyncio.run(bench(model_dir, args.seconds, args.rounds, args.threads, args.executor_threads, modes))
+    print("\n" + markdown(results, modes))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -1,4 +1,6 @@
-"""Balancing strategies, failover, BUSY, quarantine with backoff (counted on the worker handles)."""
+"""Balancing strategies, failover, BUSY, quarantine with backoff: the Dispatcher and Balancer alone,
+over counting handles (the capacity replies have the inference worker's shape); the strategies
+over real workers are in tests/integration/test_gateway_e2e.py."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ class CountingWorker(LocalWorker):
         self.count = 0
         self.hold: asyncio.Event | None = None
         self.busy = False
-        self.cap = capacity or {"load": 0, "queue": 0, "max_concurrent": 4}
+        self.cap = capacity or {"running": 0, "queued": 0, "max_concurrent": 4}
 
     async def _infer(self, value):
         if self.busy:
@@ -94,7 +96,7 @@ async def test_least_connections_spreads_concurrent_load():
 async def test_weighted_follows_reported_capacity():
     d, ws = setup("weighted")
     for w, cap in zip(ws, (1, 2, 3)):
-        w.cap = {"load": 0, "queue": 0, "max_concurrent": cap}
+        w.cap = {"running": 0, "queued": 0, "max_concurrent": cap}
     await d.ping_all()
     for _ in range(60):
         await d.call("m", "infer", {}, deadline())
@@ -104,7 +106,7 @@ async def test_weighted_follows_reported_capacity():
 async def test_weighted_uses_live_load():
     d, ws = setup("weighted")
     for w, load in zip(ws, (0, 7, 7)):
-        w.cap = {"load": load, "queue": 0, "max_concurrent": 8}   # free: 8, 1, 1
+        w.cap = {"running": load, "queued": 0, "max_concurrent": 8}   # free: 8, 1, 1
     await d.ping_all()
     for _ in range(50):
         await d.call("m", "infer", {}, deadline())
@@ -113,7 +115,7 @@ async def test_weighted_uses_live_load():
 
 async def test_power_of_two_prefers_less_loaded():
     d, ws = setup("power-of-two")
-    ws[0].cap = {"load": 50, "queue": 10, "max_concurrent": 64}
+    ws[0].cap = {"running": 50, "queued": 10, "max_concurrent": 64}
     await d.ping_all()
     for _ in range(200):
         await d.call("m", "infer", {}, deadline())
@@ -203,6 +205,17 @@ async def test_active_pings_quarantine_and_recover():
     ws[2].reconnect()
     await d.ping_all()
     assert d.health.get("w2").state(d.now()) == "healthy"
+
+
+async def test_quarantine_by_pings_abandons_the_connection():
+    d, ws = setup("round-robin", failure_threshold=2, quarantine_base_s=60.0)
+    abandoned = []
+    ws[1].abandon = abandoned.append          # MeshWorker.abandon drops the connection
+    ws[1].disconnect()
+    await d.ping_all()
+    assert abandoned == []                    # one failure: suspect, still connected
+    await d.ping_all()
+    assert len(abandoned) == 1 and "quarantined" in abandoned[0]
 
 
 async def test_all_quarantined_is_no_workers():

@@ -36,6 +36,26 @@ def test_config_from_env_and_cli():
     assert c.bootstrap == (("127.0.0.1", 1), ("127.0.0.1", 2))
 
 
+def test_topics_toml_under_env_under_cli(tmp_path):
+    topics = tmp_path / "topics.toml"
+    topics.write_text('namespace = "from-toml"\nbootstrap = ["127.0.0.1:7001", "127.0.0.1:7002"]\n')
+    c = from_args(["--config", str(topics)], {})
+    assert c.namespace == "from-toml" and c.bootstrap == (("127.0.0.1", 7001), ("127.0.0.1", 7002))
+    c = from_args([], {"MESH_CONFIG": str(topics), "MESH_NAMESPACE": "from-env"})
+    assert c.namespace == "from-env" and c.bootstrap == (("127.0.0.1", 7001), ("127.0.0.1", 7002))
+    c = from_args(["--config", str(topics), "--namespace", "from-cli", "--bootstrap", "127.0.0.1:9"],
+                  {"MESH_NAMESPACE": "from-env"})
+    assert c.namespace == "from-cli" and c.bootstrap == (("127.0.0.1", 9),)
+
+
+def test_bad_or_missing_topics_file_is_an_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('bootstrap = ["nowhere"]\n')
+    for path in (str(bad), str(tmp_path / "missing.toml")):
+        with pytest.raises(SystemExit):
+            from_args(["--config", path], {})
+
+
 def test_keys_create_list_revoke(tmp_path):
     db = str(tmp_path / "k.sqlite3")
     r = run("keys", "--keys-db", db, "create", "--name", "ci", "--scopes", "infer,models:read", "--rate", "5",

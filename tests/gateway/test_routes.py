@@ -10,13 +10,25 @@ import pytest
 from gateway import tensors
 from gateway.app import GATEWAY
 
-from .conftest import auth
+from .conftest import MAX_CONCURRENT, auth, store_model
+from .models import reference
 
 X = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]]
 
 
-def expected(workers, x):
-    return workers[0].session.run(None, {"x": np.asarray(x, dtype=np.float32)})[0]
+def expected(model_bytes, x):
+    return reference(model_bytes, {"x": np.asarray(x, dtype=np.float32)})[0]
+
+
+def hold_infer(directory, gate):
+    """Make every worker's real infer handler wait for `gate` first."""
+    for h in directory.workers("linear"):
+        original = h.methods["infer"]
+
+        async def held(value, original=original):
+            await gate.wait()
+            return await original(value)
+        h.methods["infer"] = held
 
 
 def tensor_body(x=X, dtype="float32", shape=None):
@@ -30,13 +42,13 @@ async def test_health_needs_no_key(client):
     assert r.status == 200 and (await r.json())["status"] == "ok"
 
 
-async def test_infer_json(client, keys, workers):
+async def test_infer_json(client, keys, model_bytes):
     r = await client.post("/api/v1/inference/linear", json=tensor_body(), headers=auth(keys["infer"]))
     assert r.status == 200, await r.text()
     body = await r.json()
     y = body["outputs"]["y"]
     assert y["shape"] == [2, 3] and y["dtype"] == "float32"
-    np.testing.assert_allclose(np.asarray(y["data"]).reshape(2, 3), expected(workers, X), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(y["data"]).reshape(2, 3), expected(model_bytes, X), rtol=1e-6)
     assert body["model"] == "linear" and body["worker"].startswith("worker-")
 
 
@@ -46,7 +58,7 @@ async def test_infer_nested_data_and_x_api_key(client, keys, workers):
     assert r.status == 200, await r.text()
 
 
-async def test_infer_raw_octet_stream_in_and_out(client, keys, workers):
+async def test_infer_raw_octet_stream_in_and_out(client, keys, model_bytes):
     x = np.asarray(X, dtype=np.float32)
     headers = {**auth(keys["infer"]), "Content-Type": "application/octet-stream", "X-Tensor-Shape": "2,4",
                "X-Tensor-Dtype": "float32", "Accept": "application/octet-stream"}
@@ -54,16 +66,16 @@ async def test_infer_raw_octet_stream_in_and_out(client, keys, workers):
     assert r.status == 200, await r.text()
     assert r.headers["X-Tensor-Name"] == "y" and r.headers["X-Tensor-Shape"] == "2,3"
     y = np.frombuffer(await r.read(), dtype=r.headers["X-Tensor-Dtype"]).reshape(2, 3)
-    np.testing.assert_allclose(y, expected(workers, X), rtol=1e-6)
+    np.testing.assert_allclose(y, expected(model_bytes, X), rtol=1e-6)
 
 
-async def test_infer_multi_tensor_encoding(client, keys, workers):
+async def test_infer_multi_tensor_encoding(client, keys, model_bytes):
     body = tensors.encode_multi({"x": np.asarray(X, dtype=np.float32)})
     headers = {**auth(keys["infer"]), "Content-Type": tensors.MESH_TENSORS, "Accept": tensors.MESH_TENSORS}
     r = await client.post("/api/v1/inference/linear", data=body, headers=headers)
     assert r.status == 200, await r.text()
     out = tensors.decode_multi(await r.read())
-    np.testing.assert_allclose(out["y"], expected(workers, X), rtol=1e-6)
+    np.testing.assert_allclose(out["y"], expected(model_bytes, X), rtol=1e-6)
 
 
 @pytest.mark.parametrize("body,ctype,fragment", [
@@ -117,14 +129,13 @@ async def test_bad_model_id_is_400(client, keys):
 async def test_worker_side_invalid_input_is_400(client, keys, gw):
     gw.catalogue._signatures["linear"] = (gw.dispatcher.now(), None)  # skip the gateway's own check
     r = await client.post("/api/v1/inference/linear", json=tensor_body(dtype="int32"), headers=auth(keys["infer"]))
-    assert r.status == 400 and "must be float32" in (await r.json())["error"]["message"]
+    assert r.status == 400 and "expected dtype float32, got int32" in (await r.json())["error"]["message"]
 
 
-async def test_deadline_is_504(config, directory, keystore, keys, workers, store):
+async def test_deadline_is_504(config, directory, keystore, keys, workers, manager):
     from .conftest import replace, start_gateway
     import asyncio
-    for w in workers:
-        w.gate = asyncio.Event()   # never set: the request outlives its deadline
+    hold_infer(directory, asyncio.Event())   # never set: the request outlives its deadline
     c = await start_gateway(replace(config, request_timeout_s=0.2), directory, keystore)
     try:
         r = await c.post("/api/v1/inference/linear", json=tensor_body(), headers=auth(keys["infer"]))
@@ -133,7 +144,13 @@ async def test_deadline_is_504(config, directory, keystore, keys, workers, store
         await c.close()
 
 
-RAW = {"data": b"model bytes", "headers": {"Content-Type": "application/octet-stream"}}
+def raw_upload(data: bytes) -> dict:
+    import hashlib
+    return {"data": data, "headers": {"Content-Type": "application/octet-stream",
+                                      "X-Checksum-Sha256": hashlib.sha256(data).hexdigest()}}
+
+
+RAW = raw_upload(b"")  # filled in by the test with the real model
 V2_BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 
 # (method, path, request kwargs, scope needed, statuses when allowed)
@@ -141,7 +158,7 @@ ENDPOINTS = [
     ("GET", "/api/v1/status", {}, "admin", (200,)),
     ("POST", "/api/v1/inference/linear", {"json": tensor_body()}, "infer", (200,)),
     ("GET", "/api/v1/models", {}, "read", (200,)),
-    ("POST", "/api/v1/models?id=fresh", RAW, "write", (201,)),
+    ("POST", "/api/v1/models?id=fresh&version=1", RAW, "write", (201, 200)),  # 200: already stored
     ("GET", "/api/v1/models/stored", {}, "read", (200,)),
     ("DELETE", "/api/v1/models/stored", {}, "write", (200, 404)),   # the second allowed key finds it gone
     ("GET", "/api/v1/openapi.json", {}, "any", (200,)),
@@ -154,8 +171,11 @@ ENDPOINTS = [
 
 
 @pytest.mark.parametrize("method,path,kwargs,scope,ok", ENDPOINTS)
-async def test_every_endpoint_keys_and_scopes(client, keys, store, method, path, kwargs, scope, ok):
-    store.index["stored"] = {"id": "stored", "version": "1"}
+async def test_every_endpoint_keys_and_scopes(client, keys, manager, model_bytes, method, path, kwargs, scope,
+                                              ok):
+    await store_model(manager, "stored", "1", model_bytes)
+    if kwargs is RAW:
+        kwargs = raw_upload(model_bytes)
     extra = kwargs.get("headers", {})
     kwargs = {k: v for k, v in kwargs.items() if k != "headers"}
     r = await client.request(method, path, headers=extra, **kwargs)
@@ -197,7 +217,7 @@ async def test_status_shows_workers_topics_models(client, keys):
     topic = next(t for t in body["topics"] if t["name"] == "linear")
     assert len(topic["topic"]) == 64 and len(topic["workers"]) == 3
     assert {w["health"] for w in topic["workers"]} == {"healthy"}
-    assert {w["max_concurrent"] for w in topic["workers"]} == {8}
+    assert {w["max_concurrent"] for w in topic["workers"]} == {MAX_CONCURRENT}   # the workers' capacity reply
     assert sum(w["served"] for w in topic["workers"]) >= 1
     assert body["totals"]["requests"] >= 1
 
@@ -224,7 +244,7 @@ async def test_openapi_matches_router(client, keys):
     assert documented == routes
 
 
-async def test_env_api_key_has_every_scope(config, directory, keystore, workers, store):
+async def test_env_api_key_has_every_scope(config, directory, keystore, workers, manager):
     from .conftest import replace, start_gateway
     c = await start_gateway(replace(config, api_key="env-key-" + "z" * 40), directory, keystore)
     try:
@@ -235,18 +255,17 @@ async def test_env_api_key_has_every_scope(config, directory, keystore, workers,
         await c.close()
 
 
-async def test_client_can_shorten_the_deadline(client, keys, workers):
+async def test_client_can_shorten_the_deadline(client, keys, directory):
     import asyncio
-    for w in workers:
-        w.gate = asyncio.Event()
+    gate = asyncio.Event()
+    hold_infer(directory, gate)
     r = await client.post("/api/v1/inference/linear", json=tensor_body(),
                           headers={**auth(keys["infer"]), "X-Request-Timeout": "0.1"})
     assert r.status == 504
     r = await client.post("/api/v1/inference/linear", json=tensor_body(),
                           headers={**auth(keys["infer"]), "X-Request-Timeout": "soon"})
     assert r.status == 400 and "X-Request-Timeout" in await r.text()
-    for w in workers:
-        w.gate.set()
+    gate.set()
 
 
 async def test_worker_returning_garbage_is_502(client, keys, workers, directory):
@@ -258,19 +277,17 @@ async def test_worker_returning_garbage_is_502(client, keys, workers, directory)
     assert r.status == 502 and "non-numeric outputs ['y']" in (await r.json())["error"]["message"]
 
 
-async def test_background_pings_reach_every_worker(config, directory, keystore, workers, store):
+async def test_background_pings_reach_every_worker(config, directory, keystore, workers, manager):
     import asyncio
     from .conftest import replace, start_gateway
-    pinged = {i: asyncio.Event() for i in range(3)}
-    for i, w in enumerate(workers):
-        original = w.capacity
+    pinged = {h.id: asyncio.Event() for h in directory.workers("linear")}
+    for h in directory.workers("linear"):
+        original = h.methods["capacity"]
 
-        async def capacity(value, i=i, original=original):
-            pinged[i].set()
+        async def capacity(value, wid=h.id, original=original):
+            pinged[wid].set()
             return await original(value)
-        for handle in directory.workers("linear"):
-            if handle.id == f"worker-{i}":
-                handle.methods["capacity"] = capacity
+        h.methods["capacity"] = capacity
     c = await start_gateway(replace(config, ping_interval_s=0.01, models=("linear",)), directory, keystore)
     try:
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in pinged.values())), 5)
@@ -286,4 +303,4 @@ async def test_worker_without_models_method_is_not_quarantined(client, keys, dir
         assert r.status == 200
     assert all(gw.dispatcher.health.get(h.id).failures == 0 for h in directory.workers("linear"))
     r = await client.post("/api/v1/inference/linear", json=tensor_body(dtype="int32"), headers=auth(keys["infer"]))
-    assert r.status == 400 and "must be float32" in await r.text()   # the worker's own check
+    assert r.status == 400 and "expected dtype float32" in await r.text()   # the worker's own check

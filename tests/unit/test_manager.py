@@ -470,4 +470,4 @@ async def test_manager_also_looks_up_its_topic_when_it_replicates(tmp_path):
     await m.start(Mesh(swarm=swarm))
     await m.stop()
     key = m.topic_key("model-manager")
-    assert swarm.joins == [(key, True, False), (key, True, True)]
+    assert swarm.joins == [(key, True, True)]  # one join: announce and look up

@@ -102,7 +102,7 @@ def test_example_topics_file_loads():
 
     from workers.inference import role_config
 
-    path = pathlib.Path(__file__).resolve().parents[2] / "workers" / "topics.example.toml"
+    path = pathlib.Path(__file__).resolve().parents[2] / "topics.toml"
     t = load_topics(path)
     assert [m.id for m in t.models] == ["digits", "mlp-tiny", "mlp-mid", "conv-small"]
     c = role_config(path, env={"MESH_OPS_PORT": "0"}, argv=["--topic", "mlp-mid", "--max-queue", "7"],
@@ -111,3 +111,10 @@ def test_example_topics_file_loads():
     assert c.serving("mlp-mid").max_batch_size == 32 and c.serving("mlp-mid").max_queue == 7
     assert c.drain_timeout_s == 30 and c.namespace == "inference-mesh"
     assert layered(WorkerConfig, toml=read_toml(path), role="workers.models").ops_port == 8002
+    doc = read_toml(path)
+    assert doc["topics"]["books"]["role"] == "workers.book"
+    assert doc["topics"]["model-manager"]["role"] == "workers.models"
+    from workers.models import role_config as manager_config
+    assert manager_config(doc, env={}).data_dir == "var/model-manager"
+    pool = role_config(doc, env={}, topic="inference")
+    assert pool.pool_topic == "inference" and pool.serve == () and not pool.preload

@@ -5,7 +5,8 @@ providers), validate.py (request tensors against a model's inputs), batcher.py
 (admission/capacity, dynamic batching, executor runs), cache.py (LRU of loaded
 models by count and bytes), stats.py (per-model counts and histograms),
 source.py (ModelSource protocol, LocalDirectorySource with sha256 checks),
-config.py (InferenceConfig), worker.py (InferenceWorker and its RPC methods).
+config.py (InferenceConfig), worker.py (InferenceWorker and its RPC methods),
+network.py (model_dir first, then managers/workers on the mesh).
 
 Entry points (for `python -m mesh.node`, which imports the role named in
 topics.toml, e.g. role = "workers.inference"):
@@ -46,22 +47,30 @@ def role_config(topics: Mapping[str, Any] | str | Path | None = None, *, env: Ma
 
     `argv` is parsed for `--<field> value` options of InferenceConfig (others are
     ignored: they belong to the caller); `cli` adds already-parsed overrides.
-    `topic` (the model id the node was started for) makes the worker load that
-    model at start and serve only it.
+    `topic` is the topic the node was started for: a model id in `[[models]]`
+    makes the worker load that model at start and serve only it; any other name
+    (e.g. "inference") is a pool topic the worker announces, loading models only
+    when asked (`load_model`, or `infer` with lazy_load).
     """
     doc = read_toml(topics) if isinstance(topics, (str, Path)) else dict(topics or {})
     overrides, _rest = parse_cli(InferenceConfig, argv)
     overrides.update(cli or {})
     config = layered(InferenceConfig, toml=doc, role=ROLE, env=env or {}, cli=overrides)
     config = dataclasses.replace(config, models=load_topics(doc).models_for(ROLE))
-    if topic is not None:
+    if topic is not None and config.model(topic) is not None:
         config = dataclasses.replace(config, serve=(topic,))
+    elif topic is not None:
+        config = dataclasses.replace(config, pool_topic=topic, preload=bool(config.serve))
     return config
 
 
 async def run_role(config: InferenceConfig, mesh: Any = None) -> None:
-    """Run an inference worker on `mesh` (`.swarm`, `.rpc`) until SIGTERM/SIGINT."""
-    await InferenceWorker(config).run(mesh)
+    """Run an inference worker on `mesh` (`.swarm`, `.rpc`, optional `.peers` and
+    `.connection` for fetching models from managers) until SIGTERM/SIGINT."""
+    from .network import join_managers, mesh_source
+
+    join_managers(config, mesh)
+    await InferenceWorker(config, mesh_source(config, mesh)).run(mesh)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,14 @@ class InferenceConfig(WorkerConfig):
     RunnerConfig.  executor_threads: threads running onnxruntime.
     cache_max_models / cache_max_bytes: the session LRU's bounds.
     batching ... max_queue: defaults of ServingConfig for models that do not set them.
+    pool_topic: a topic announced for the worker itself while it serves (e.g. "inference":
+    a pool that callers ask to `load_model`); "" for none.  preload: with `serve`
+    empty, load every `models` entry of this role at start (False for pool workers).
+    fetch_dir: where models fetched from peers are stored (content-addressed).
+    fetch_timeout_s: deadline of each request to a peer, and of waiting for a first
+    model manager connection.  manager_topic: topic name of the model managers.
+    network_models: fetch models from managers/workers on the mesh when model_dir
+    does not have them (needs a mesh with peers).
     """
 
     name: str = "inference"
@@ -49,6 +57,12 @@ class InferenceConfig(WorkerConfig):
     max_queue: int = 128
     inline_max_us: float = 200.0
     max_request_rows: int = 1024
+    pool_topic: str = ""
+    preload: bool = True
+    fetch_dir: str = "var/model-cache"
+    fetch_timeout_s: float = 30.0
+    manager_topic: str = "model-manager"
+    network_models: bool = True
     models: tuple[ModelConfig, ...] = ()
 
     def runner(self) -> RunnerConfig:

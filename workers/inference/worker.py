@@ -110,7 +110,10 @@ class InferenceWorker(Worker):
 
     async def on_start(self) -> None:
         self._executor = ThreadPoolExecutor(self.config.executor_threads, thread_name_prefix="onnx")
-        serve = self.config.serve or tuple(m.id for m in self.config.models if m.role == self.role)
+        if self.config.pool_topic:
+            await self.join(self.config.pool_topic)
+        serve = self.config.serve or (tuple(m.id for m in self.config.models if m.role == self.role)
+                                      if self.config.preload else ())
         for model_id in dict.fromkeys(serve):
             m = self.config.model(model_id)
             await self.load(model_id, m.version if m else None)

@@ -112,12 +112,9 @@ class ModelManager(Worker):
         self._tasks.append(asyncio.create_task(self._expire_uploads()))
         if cfg.replicate_interval_s > 0:
             self._tasks.append(asyncio.create_task(self.replicator.run()))
-        key = await self.join(TOPIC)
-        swarm = self._mesh.swarm if self._mesh is not None else None
-        if swarm is not None and cfg.replicate_interval_s > 0:
-            # The base announces only (server); replication also needs to dial the
-            # other managers on the topic, so look it up as a client too.
-            swarm.join(key, server=True, client=True)
+        # Replication also needs to dial the other managers on the topic, so look
+        # it up as a client too.
+        await self.join(TOPIC, lookup=cfg.replicate_interval_s > 0)
 
     async def on_stop(self) -> None:
         for task in self._tasks:

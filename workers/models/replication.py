@@ -94,6 +94,8 @@ class Replicator:
         plan = self.library.registry.plan_merge(entries, tombs)
         report = await self.library.merge(plan, fetch)
         self.stats.added += len(report.added)
+        for entry in report.added:  # operators (and the multi-process tests) see each arrival
+            log.info("replicated model %s version %s sha256 %s", entry.id, entry.version, entry.sha256)
         self.stats.deleted += len(report.deleted)
         self.stats.failed_entries += len(report.failed)
         for mine, theirs in report.conflicts:

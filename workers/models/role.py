@@ -17,11 +17,12 @@ import pathlib
 import sys
 from typing import Any, Mapping, Sequence
 
+from mesh.topics import topic_key
 from workers.config import layered, parse_cli, read_toml
 from workers.logging import configure_logging
 
 from .fetch import PeerList
-from .manager import ManagerConfig, ModelManager
+from .manager import TOPIC, ManagerConfig, ModelManager
 
 ROLE = "workers.models"
 
@@ -38,7 +39,13 @@ def role_config(topics: Mapping[str, Any] | str | pathlib.Path | None = None, *,
 
 
 async def run_role(config: ManagerConfig, mesh: Any = None, *, peers: PeerList | None = None) -> None:
-    """Run a model manager on `mesh` until SIGTERM/SIGINT, then drain and stop."""
+    """Run a model manager on `mesh` until SIGTERM/SIGINT, then drain and stop.
+    Without `peers`, a mesh with `peers(topic_key)` (mesh.runtime.RoleMesh) gives
+    the managers found on the model-manager topic."""
+    peers_of = getattr(mesh, "peers", None)
+    if peers is None and peers_of is not None:
+        key = topic_key(config.namespace, TOPIC)
+        peers = lambda: peers_of(key)  # noqa: E731
     await ModelManager(config, peers=peers).run(mesh)
 
 

@@ -1,6 +1,7 @@
 """Upload a model file to a model manager, with a progress bar on stderr.
 
     python -m workers.models.upload FILE --id ID --version V [--type onnx] [--tag T]...
+        [--config topics.toml] [--namespace NS] [--bootstrap HOST:PORT]... [--timeout S]
 
 `upload_file` is the protocol (begin, chunks, commit; abort on failure) against
 any RPC peer; `connect_manager` is the one transport function: it finds a model
@@ -18,6 +19,9 @@ import sys
 from typing import Any, AsyncIterator, Callable, Sequence
 
 from mesh.topics import topic_key
+from workers.config import TopicsConfig, load_topics, parse_address
+
+from workers.errors import ConfigInvalid
 
 from .errors import BadRequestError, FetchError
 from .fetch import PEER_FAILURES, RpcPeerLike
@@ -92,27 +96,24 @@ class ProgressBar:
 @contextlib.asynccontextmanager
 async def connect_manager(namespace: str, bootstrap: Sequence[tuple[str, int]],
                           timeout: float) -> AsyncIterator[RpcPeerLike]:
-    """The transport: join the model-manager topic as a client on a fresh swarm and
-    yield an RPC peer on the first manager connection. Written to the mesh.swarm
-    and mesh.rpc APIs of the swarm and rpc branches (not yet on this branch, hence
-    the imports here); the lead wires and tests it."""
+    """The transport: join the model-manager topic as a client on a fresh mesh
+    runtime (its own DHT node and Swarm) and yield an RPC peer on the first
+    manager connection; FetchError when none is found within `timeout`."""
     from mesh.crypto import keypair
-    from mesh.rpc import RpcPeer
-    from mesh.swarm import Swarm, SwarmConfig
+    from mesh.runtime import MeshRuntime, RuntimeConfig
 
-    swarm = Swarm(SwarmConfig(keypair=keypair(), bootstrap=tuple(bootstrap)))
-    connected: asyncio.Future = asyncio.get_running_loop().create_future()
-    swarm.on_connection(lambda conn, info: connected.done() or connected.set_result(conn))
+    topic = topic_key(namespace, "model-manager")
+    runtime = MeshRuntime(RuntimeConfig(keypair=keypair(), bootstrap=tuple(bootstrap)))
     try:
-        await swarm.ready()
-        swarm.join(topic_key(namespace, "model-manager"), server=False, client=True)
+        await runtime.start()
+        runtime.swarm.join(topic, server=False, client=True)
         try:
-            conn = await asyncio.wait_for(connected, timeout)
+            conn = await runtime.connection(topic, timeout)
         except TimeoutError:
             raise FetchError(f"no model manager found in {timeout} s") from None
-        yield RpcPeer(conn)
+        yield runtime.peer(conn)
     finally:
-        await swarm.destroy()
+        await runtime.stop()
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -122,15 +123,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--version", required=True)
     p.add_argument("--type", default="onnx")
     p.add_argument("--tag", action="append", default=[])
-    p.add_argument("--namespace", default="inference-mesh")
-    p.add_argument("--bootstrap", action="append", default=[], help="host:port (repeatable)")
+    p.add_argument("--config", default="topics.toml", metavar="PATH",
+                   help="topics.toml giving the namespace and bootstrap list (default ./topics.toml)")
+    p.add_argument("--namespace", default=None, help="topic namespace (default: from --config)")
+    p.add_argument("--bootstrap", action="append", default=[],
+                   help="host:port (repeatable; default: from --config)")
     p.add_argument("--timeout", type=float, default=60.0)
     return p.parse_args(argv)
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    bootstrap = [(h, int(port)) for h, port in (b.rsplit(":", 1) for b in args.bootstrap)]
-    async with connect_manager(args.namespace, bootstrap, args.timeout) as peer:
+    topics = load_topics(args.config) if pathlib.Path(args.config).is_file() else TopicsConfig()
+    namespace = args.namespace or topics.namespace
+    bootstrap = [parse_address(b, "--bootstrap") for b in args.bootstrap] or list(topics.bootstrap)
+    async with connect_manager(namespace, bootstrap, args.timeout) as peer:
         return await upload_file(peer, args.file, args.id, args.version, model_type=args.type,
                                  tags=args.tag, timeout=args.timeout, progress=ProgressBar())
 
@@ -142,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         entry = asyncio.run(_main(args))
-    except PEER_FAILURES as e:
+    except (*PEER_FAILURES, ConfigInvalid) as e:
         print(f"error: {getattr(e, 'code', type(e).__name__)}: {e}", file=sys.stderr)
         return 1
     print(f"stored {entry['id']} version {entry['version']} sha256 {entry['sha256']} "
