@@ -111,10 +111,10 @@ def api_key(state: pathlib.Path, env: dict[str, str]) -> tuple[str, bool]:
     """MESH_API_KEY if set, else a new all-scope key in the demo's key database."""
     if env.get("MESH_API_KEY"):
         return env["MESH_API_KEY"], False
-    out = subprocess.run([PY, "-m", "gateway", "keys", "create", "--name", "demo",
-                          "--scopes", "infer,models:read,models:write,admin", "--keys-db",
-                          str(state / "keys.sqlite3")], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout.strip()
+    keys_db = str(state / "keys.sqlite3")
+    out = subprocess.run([PY, "-m", "gateway", "keys", "--keys-db", keys_db, "create", "--name", "demo",
+                          "--scopes", "infer,models:read,models:write,admin"],
+                         cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.strip()
     return out.splitlines()[-1].strip(), True
 
 
