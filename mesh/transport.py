@@ -16,6 +16,7 @@ from mesh.encoding import Address
 from mesh.noise import NoiseResult
 from mesh.noise_payload import FIREWALL_OPEN, FIREWALL_UNKNOWN
 from mesh.udx import UDXMux, UDXStream
+from mesh.udx.mux import grow_buffers
 
 # How long a stream waits for the peer's first packet when it cannot dial
 # (hyperdht's HANDSHAKE_INITIAL_TIMEOUT).
@@ -39,6 +40,7 @@ def udx_mux(dht) -> UDXMux:
     if mux is None:
         mux = UDXMux(lambda data, addr: dht.send_raw(data, addr, dht.io.server))
         dht.set_udx_handler(lambda data, addr, _socket: mux.on_datagram(data, addr))
+        grow_buffers(dht.io.server)
         _muxes[dht] = mux
     return mux
 
