@@ -2,7 +2,11 @@
 DHT.connect: Noise IK, UDX, secret-stream): the same JSON-lines protocol as
 tests/interop/node/stream-conn-bench.js (modes sink, source, echo, ping).
 
-    python conn_peer.py --bootstrap 127.0.0.1:PORT[,..]
+    python conn_peer.py --bootstrap 127.0.0.1:PORT[,..] [--net asyncio]
+
+--net asyncio puts the DHT (and so UDX) on asyncio's datagram transport with the
+kernel's default buffers: the socket Python peers had before batched reads, for
+the before/after of docs/benchmarks/stream.md.
 """
 
 from __future__ import annotations
@@ -14,6 +18,16 @@ import time
 
 from mesh import crypto
 from mesh.dht import DHT, DHTConfig
+from mesh.net import AsyncioUDPNetwork, UDPNetwork
+
+
+class _DefaultBufferAsyncio(AsyncioUDPNetwork):
+    """asyncio's transport as it was: default socket buffers (no growing)."""
+
+    async def bind(self, host, port, on_datagram):
+        ep = await super().bind(host, port, on_datagram)
+        ep.set_buffer_size = None  # mesh.udx.mux.grow_buffers skips endpoints without it
+        return ep
 
 
 def out(obj) -> None:
@@ -21,9 +35,10 @@ def out(obj) -> None:
     sys.stdout.flush()
 
 
-async def main(bootstrap: list[tuple[str, int]]) -> None:
+async def main(bootstrap: list[tuple[str, int]], net: str) -> None:
     loop = asyncio.get_running_loop()
-    dht = DHT(DHTConfig(bootstrap=tuple(bootstrap), host="127.0.0.1"))
+    network = _DefaultBufferAsyncio() if net == "asyncio" else UDPNetwork()
+    dht = DHT(DHTConfig(bootstrap=tuple(bootstrap), host="127.0.0.1"), network=network)
     await dht.ready()
     incoming: asyncio.Queue = asyncio.Queue()
     server = dht.create_server()
@@ -75,4 +90,5 @@ async def main(bootstrap: list[tuple[str, int]]) -> None:
 
 if __name__ == "__main__":
     boot = sys.argv[sys.argv.index("--bootstrap") + 1]
-    asyncio.run(main([(h, int(p)) for h, p in (b.split(":") for b in boot.split(","))]))
+    net = sys.argv[sys.argv.index("--net") + 1] if "--net" in sys.argv else "batch"
+    asyncio.run(main([(h, int(p)) for h, p in (b.split(":") for b in boot.split(","))], net))

@@ -12,7 +12,10 @@ tests/interop/node/stream-conn-bench.js. Throughput is measured by the receiver
 (first byte to the last of --mb MB, sent as 64 KB messages); RTT is the median
 of 1 KB message round trips.
 
-Usage: PYTHONPATH=. python scripts/bench/stream.py [--mb 20] [--pings 500] [--only udx|conn]
+--conn-net asyncio runs the Python connection peers on asyncio's datagram
+transport with default buffers (how they were before batched reads).
+
+Usage: PYTHONPATH=. python scripts/bench/stream.py [--mb 20] [--pings 500] [--only udx|conn] [--conn-net asyncio]
 """
 
 from __future__ import annotations
@@ -84,8 +87,11 @@ async def rtt(client, server, count):
     return res["medianMs"]
 
 
+CONN_NET = "batch"
+
+
 async def spawn_conn(kind: str, bootstrap: str):
-    argv = ["node", str(NODE_CONN)] if kind == "node" else [sys.executable, str(PY_CONN)]
+    argv = ["node", str(NODE_CONN)] if kind == "node" else [sys.executable, str(PY_CONN), "--net", CONN_NET]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return await asyncio.create_subprocess_exec(*argv, "--bootstrap", bootstrap, stdin=asyncio.subprocess.PIPE,
                                                 stdout=asyncio.subprocess.PIPE, env=env, cwd=str(ROOT))
@@ -139,7 +145,10 @@ async def main():
     ap.add_argument("--mb", type=float, default=20)
     ap.add_argument("--pings", type=int, default=500)
     ap.add_argument("--only", choices=("udx", "conn"))
+    ap.add_argument("--conn-net", choices=("batch", "asyncio"), default="batch")
     args = ap.parse_args()
+    global CONN_NET
+    CONN_NET = args.conn_net
     nbytes = int(args.mb * 1e6)
     if args.only != "udx":
         rows = await conn_rows(args, nbytes)
