@@ -14,6 +14,10 @@ Wiring under the DHT handshake (client side; the server mirrors it):
     remote = noise.recv(msg2)                        # CryptoError if forged
     stream.connect(remote.udx.id, server_address)    # server: connect(id) and the
     conn = Connection(stream, noise.final())         # first packet gives the address
+
+Reading: `async for message in conn` / `await conn.recv()`, or push:
+`conn.on_message = fn`, or `conn.deliver_to(on_message, on_done)` (queued
+messages first, then each as its packet is processed; on_done once at the end).
 """
 
 from __future__ import annotations

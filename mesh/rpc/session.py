@@ -1,7 +1,9 @@
 """The asyncio driver of one connection's protomux: reads messages, writes output.
 
-A Session owns reading its connection (`async for message in conn`); every
-protocol on that connection registers through it. `session_for(conn)` returns
+A Session owns reading its connection: by push where the connection offers it
+(`Connection.deliver_to`: messages are handled as their packet is processed),
+else with a reader task (`async for message in conn`); every protocol on that
+connection registers through it. `session_for(conn)` returns
 the connection's one Session. A protomux rule break destroys the connection
 with the ProtocolError, as protomux does; the end of the connection closes
 every channel.

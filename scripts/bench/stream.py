@@ -3,7 +3,7 @@ each peer in its own process. Prints throughput (MB/s) of a bulk transfer and
 the median round-trip time of 1 KB messages, for Python-Python, Node-Node,
 Python->Node and Node->Python, with ratios against Node-Node. "py" peers read
 their socket in batches (mesh.net.UDPNetwork); "pyaio" peers use asyncio's
-datagram transport (mesh.net.UDPNetwork), one datagram per loop iteration.
+datagram transport (mesh.net.AsyncioUDPNetwork), one datagram per loop iteration.
 
 The second table does the same over full HyperDHT connections (DHT.connect /
 createServer on a Node hyperdht testnet: Noise IK, UDX, secret-stream), one
