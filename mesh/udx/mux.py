@@ -87,7 +87,7 @@ class UDXMux:
             if s._early is None:
                 self.counters["unconnected"] += 1
                 return False
-            if not s._hold(data, addr):
+            if not s._hold(self, data, addr):
                 self.counters["early_dropped"] += 1
                 return False
             self.counters["early_held"] += 1

@@ -60,7 +60,7 @@ class UDXStream:
         self.on_message: Callable[[bytes], None] | None = None
         self.on_close: Callable[[BaseException | None], None] | None = None
         self.on_connected: Callable[[], None] | None = None
-        self._early: list[tuple[bytes, Address]] | None = None
+        self._early: list[tuple["UDXMux", bytes, Address]] | None = None
         self._early_limit = 0
 
     # ------------------------------------------------------------ setup
@@ -87,15 +87,15 @@ class UDXStream:
             self._connect_to(address)
             self._connected()
         early, self._early = self._early, None
-        for data, addr in early or ():
-            self._mux.on_datagram(data, addr)
+        for mux, data, addr in early or ():
+            mux.on_datagram(data, addr)  # through the mux (socket) it arrived on
 
-    def _hold(self, data: bytes, addr: Address) -> bool:
+    def _hold(self, mux: "UDXMux", data: bytes, addr: Address) -> bool:
         """A packet before `connect`: kept if holding and there is room."""
         early = self._early
         if early is None or len(early) >= self._early_limit:
             return False
-        early.append((data, addr))
+        early.append((mux, data, addr))
         return True
 
     def _connect_to(self, address: Address) -> None:
