@@ -14,6 +14,10 @@ Wiring under the DHT handshake (client side; the server mirrors it):
     remote = noise.recv(msg2)                        # CryptoError if forged
     stream.connect(remote.udx.id, server_address)    # server: connect(id) and the
     conn = Connection(stream, noise.final())         # first packet gives the address
+
+Reading: `async for message in conn` / `await conn.recv()`, or push:
+`conn.on_message = fn`, or `conn.deliver_to(on_message, on_done)` (queued
+messages first, then each as its packet is processed; on_done once at the end).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class Connection:
         self.on_datagram: Callable[[bytes], None] | None = None
         self.on_close: Callable[[BaseException | None], None] | None = None
         self._inbox: deque[bytes] = deque()
+        self._on_done: Callable[[BaseException | None], None] | None = None
         self._waiter: asyncio.Future | None = None
         self._ending = False
         now = self._loop.time()
@@ -126,6 +131,24 @@ class Connection:
         except StopAsyncIteration:
             raise ClosedError("connection is closed") from self.close_error
 
+    def deliver_to(self, on_message: Callable[[bytes], None],
+                   on_done: Callable[[BaseException | None], None]) -> None:
+        """Push reading: `on_message(m)` for every message (those already queued
+        first), called as the packet is processed rather than one loop turn
+        later through a task; `on_done(exc)` once no more will come (the peer
+        ended, or the connection closed: None, or what closed it)."""
+        self.on_message = on_message
+        self._on_done = on_done
+        while self._inbox and self.on_message is on_message:
+            on_message(self._inbox.popleft())
+        if self.closed.done() or self.stream._eof:
+            self._done(self.close_error)
+
+    def _done(self, exc: BaseException | None) -> None:
+        cb, self._on_done = self._on_done, None
+        if cb is not None:
+            cb(exc)
+
     def _wake(self) -> None:
         w = self._waiter
         if w is not None:
@@ -159,6 +182,7 @@ class Connection:
 
     def _on_end(self) -> None:
         self._wake()
+        self._done(None)
         if not self._ending:  # no half-open connections: answer the peer's END
             self._ending = True
             self.stream.end()
@@ -194,6 +218,7 @@ class Connection:
         self.close_error = exc
         self.closed.set_result(exc)
         self._wake()
+        self._done(exc)
         if self.on_close is not None:
             self.on_close(exc)
 

@@ -34,6 +34,17 @@ class Network(Protocol):
 LOOPBACK_PREFIX = "127."
 
 
+def _grow_socket_buffers(sock, size: int) -> None:
+    """Best effort (the OS caps the size): a UDX sender's burst of a window must fit
+    in the receiver's buffer, or the kernel drops it and the sender backs off."""
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, opt) < size:  # Linux reports twice what was set
+                sock.setsockopt(socket.SOL_SOCKET, opt, size)
+        except OSError:
+            pass
+
+
 class _UDPProtocol(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: OnDatagram):
         self.on_datagram = on_datagram
@@ -64,6 +75,12 @@ class AsyncioUDPEndpoint:
             return
         if not self._transport.is_closing():
             self._transport.sendto(data, addr)
+
+    def set_buffer_size(self, size: int) -> None:
+        """Grow the kernel's send and receive buffers to `size` (never shrinks them)."""
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            _grow_socket_buffers(sock, size)
 
     def close(self) -> None:
         self._transport.close()
@@ -126,12 +143,8 @@ class UDPEndpoint:
             self.send_drops += 1
 
     def set_buffer_size(self, size: int) -> None:
-        """Grow the kernel's send and receive buffers (best effort; the OS caps them)."""
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                self._sock.setsockopt(socket.SOL_SOCKET, opt, size)
-            except OSError:
-                pass
+        """Grow the kernel's send and receive buffers to `size` (never shrinks them)."""
+        _grow_socket_buffers(self._sock, size)
 
     def close(self) -> None:
         if not self.closed:

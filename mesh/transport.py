@@ -16,6 +16,7 @@ from mesh.encoding import Address
 from mesh.noise import NoiseResult
 from mesh.noise_payload import FIREWALL_OPEN, FIREWALL_UNKNOWN
 from mesh.udx import UDXMux, UDXStream
+from mesh.udx.mux import grow_buffers
 
 # How long a stream waits for the peer's first packet when it cannot dial
 # (hyperdht's HANDSHAKE_INITIAL_TIMEOUT).
@@ -33,53 +34,23 @@ def path_stats(dht) -> dict[str, int]:
     return stats
 
 
-# Packets for a stream whose peer id we do not know yet: the server may start
-# sending the moment it answered the handshake, and its first packets can be
-# read before the reply that names its stream id. Kept per stream, replayed on
-# connect (a few packets at most: the peer's initial window).
-EARLY_PACKETS = 32
-_early: "weakref.WeakKeyDictionary[UDXMux, dict[int, list]]" = weakref.WeakKeyDictionary()
-# Streams waiting for the peer's first packet: stream id -> callback once it came.
-_waiting: "weakref.WeakKeyDictionary[UDXMux, dict[int, Callable[[], None]]]" = weakref.WeakKeyDictionary()
-
-
 def udx_mux(dht) -> UDXMux:
     """The UDX mux on `dht`'s socket (created and registered on first use)."""
     mux = _muxes.get(dht)
     if mux is None:
         mux = UDXMux(lambda data, addr: dht.send_raw(data, addr, dht.io.server))
-        early: dict[int, list] = {}
-        waiting: dict[int, Callable[[], None]] = {}
-        _early[mux] = early
-        _waiting[mux] = waiting
-
-        def on_udx(data: bytes, addr: Address, _socket) -> None:
-            if len(data) < 8:
-                mux.on_datagram(data, addr)  # counted as garbage there
-                return
-            sid = int.from_bytes(data[4:8], "little")
-            if mux.on_datagram(data, addr):
-                if sid in waiting and mux.streams[sid].connected:
-                    waiting.pop(sid)()
-                return
-            held = early.get(sid)
-            if held is not None and len(held) < EARLY_PACKETS:
-                held.append((data, addr))
-
-        dht.set_udx_handler(on_udx)
+        dht.set_udx_handler(lambda data, addr, _socket: mux.on_datagram(data, addr))
+        grow_buffers(dht.io.server)
         _muxes[dht] = mux
     return mux
 
 
 def new_stream(dht, hold_early: bool = False) -> UDXStream:
     """A stream on `dht`'s mux; with `hold_early`, packets that arrive before
-    `connect_stream` are kept and replayed then."""
-    mux = udx_mux(dht)
-    stream = mux.create_stream()
+    `connect_stream` are kept and processed then (`UDXStream.hold_early`)."""
+    stream = udx_mux(dht).create_stream()
     if hold_early:
-        early = _early[mux]
-        early[stream.local_id] = []
-        stream.closed.add_done_callback(lambda _f: early.pop(stream.local_id, None))
+        stream.hold_early()
     return stream
 
 
@@ -110,21 +81,11 @@ def connect_stream(stream: UDXStream, remote_id: int, address: Address | None,
     """Point `stream` at the peer's stream; with no address, the peer's first
     packet supplies it, and the stream is destroyed if none comes in time.
     `on_connected` runs once the peer's address is known (at once if given)."""
-    mux = stream._mux
-    stream.connect(remote_id, address)
+    stream.on_connected = on_connected
     if address is None:
-        loop = asyncio.get_running_loop()
-        handle = loop.call_later(FIRST_PACKET_TIMEOUT, _expire_unconnected, stream)
-        waiting = _waiting[mux]
-        if on_connected is not None:
-            waiting[stream.local_id] = on_connected
-        stream.closed.add_done_callback(lambda _f: (handle.cancel(),
-                                                    waiting.pop(stream.local_id, None)))
-    elif on_connected is not None:
-        on_connected()
-    held = _early.get(mux, {}).pop(stream.local_id, None)
-    for data, addr in held or ():
-        mux.on_datagram(data, addr)
+        handle = asyncio.get_running_loop().call_later(FIRST_PACKET_TIMEOUT, _expire_unconnected, stream)
+        stream.closed.add_done_callback(lambda _f: handle.cancel())
+    stream.connect(remote_id, address)
 
 
 def _expire_unconnected(stream: UDXStream) -> None:

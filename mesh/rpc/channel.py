@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -226,9 +227,10 @@ class RpcChannel:
             self._count("busy")
             self._reply_error(req.id, E.busy(self.config.max_handlers))
             return
-        task = asyncio.get_running_loop().create_task(self._serve(req, responder))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = start_eagerly(self._serve(req, responder))
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _reply_error(self, rid: int, error: E.WireError) -> None:
         if rid:  # id 0 = event: never answered
@@ -268,3 +270,42 @@ class RpcChannel:
             return self._reply_error(rid, E.encode_failed(e.message))
         if self.session.send(self.channel, M.RESPONSE, payload):
             await self.session.drain()
+
+
+def start_eagerly(coro) -> asyncio.Task | None:
+    """Run `coro` (in its own context, as a task would) up to its first real
+    suspension: a handler that answers at once does so while its request's
+    packet is processed, with no task and no loop turn (Python 3.12's eager
+    tasks). Returns the task that carries on from the suspension, or None when
+    the coroutine finished."""
+    ctx = contextvars.copy_context()
+    try:
+        yielded = ctx.run(coro.send, None)
+    except StopIteration:
+        return None
+    except Exception as e:  # noqa: BLE001 - surfaced exactly as a failed task's would be
+        return asyncio.get_running_loop().create_task(_raise(e), context=ctx)
+    return asyncio.get_running_loop().create_task(_resume(coro, yielded), context=ctx)
+
+
+async def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+@types.coroutine
+def _resume(coro, yielded):
+    """Hand the task the future `coro` is blocked on, then keep driving `coro`."""
+    while True:
+        try:
+            value = yield yielded
+        except BaseException as e:  # noqa: BLE001 - cancellation and errors go into coro
+            try:
+                yielded = coro.throw(e)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(value)
+            except StopIteration as stop:
+                return stop.value
+

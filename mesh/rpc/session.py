@@ -1,7 +1,9 @@
 """The asyncio driver of one connection's protomux: reads messages, writes output.
 
-A Session owns reading its connection (`async for message in conn`); every
-protocol on that connection registers through it. `session_for(conn)` returns
+A Session owns reading its connection: by push where the connection offers it
+(`Connection.deliver_to`: messages are handled as their packet is processed),
+else with a reader task (`async for message in conn`); every protocol on that
+connection registers through it. `session_for(conn)` returns
 the connection's one Session. A protomux rule break destroys the connection
 with the ProtocolError, as protomux does; the end of the connection closes
 every channel.
@@ -78,6 +80,7 @@ class Session:
         self._deferred: set[tuple[str, bytes | None]] = set()
         self._draining: asyncio.Future | None = None
         self._reader: asyncio.Task | None = None
+        self._pushed = False  # the connection calls us per message (Connection.deliver_to)
 
     # ------------------------------------------------------------ API for protocols
 
@@ -176,8 +179,35 @@ class Session:
         return (protocol, id) in self._deferred
 
     def _start(self) -> None:
-        if self._reader is None and not self.closed:
+        if self._reader is not None or self._pushed or self.closed:
+            return
+        deliver_to = getattr(self.conn, "deliver_to", None)
+        if deliver_to is not None:
+            # Handled as the packet is processed: a request is answered (and a
+            # response resolves its caller) without a loop turn through a reader task.
+            self._pushed = True
+            deliver_to(self._on_message, self._on_done)
+        else:
             self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    def _on_message(self, message: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.mux.receive(message)
+            self.flush()
+        except DecodeError as e:  # ProtocolError is a DecodeError: fatal, as in protomux
+            log.debug("protomux error, destroying connection: %s", e)
+            self.error = e
+            self._shutdown()
+            self.conn.destroy(e)
+        except (ClosedError, ConnectionError, OSError) as e:
+            self._fail(e)
+
+    def _on_done(self, exc: BaseException | None) -> None:
+        if self.error is None and exc is not None:
+            self.error = exc
+        self._shutdown()
 
     async def _read(self) -> None:
         try:

@@ -12,7 +12,8 @@ retransmissions re-detected RACK-style by later deliveries, RTT/RTO per
 RFC 6298 with doubling backoff (six RTOs on one packet close the stream),
 NewReno-style AIMD, and the peer's receive window respected (zero window
 probed with HEARTBEAT). Receiver: in-order delivery with an out-of-order buffer,
-one ACK per two in-order packets (or a short delay), an immediate SACK when
+one ACK per `ack_every` (4) in-order packets or after `ack_delay` (2 ms), data
+carrying the ACK otherwise, an immediate SACK when
 data is out of order, duplicate or a heartbeat arrives.
 """
 

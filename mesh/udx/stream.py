@@ -16,6 +16,10 @@ from .engine import UDXConfig, UDXEngine
 if TYPE_CHECKING:
     from .mux import UDXMux
 
+# Packets held for a stream before its peer's id is known: the peer's initial
+# window at most (it cannot send more before hearing from us).
+EARLY_PACKETS = 32
+
 
 class UDXStream:
     """A reliable, ordered byte stream over a `UDXMux`.
@@ -26,6 +30,14 @@ class UDXStream:
     None after a graceful close or the exception that closed the stream).
     Setting `on_data` (a callable taking a memoryview valid only during the
     call) bypasses the read queue; `on_end`, `on_message`, `on_close` likewise.
+    `on_connected` runs once the peer's address is known: in `connect` when it
+    is given, else after the first packet from the peer has been processed.
+
+    A stream whose id goes out before the peer's id is known (the client side of
+    a handshake: the server may send before its reply is read) calls
+    `hold_early()`: packets that arrive before `connect` are kept (a bounded
+    number, the rest dropped and counted in the mux's `early_dropped`) and
+    processed by `connect`.
     """
 
     def __init__(self, mux: "UDXMux", local_id: int, config: UDXConfig):
@@ -47,6 +59,9 @@ class UDXStream:
         self.on_end: Callable[[], None] | None = None
         self.on_message: Callable[[bytes], None] | None = None
         self.on_close: Callable[[BaseException | None], None] | None = None
+        self.on_connected: Callable[[], None] | None = None
+        self._early: list[tuple["UDXMux", bytes, Address]] | None = None
+        self._early_limit = 0
 
     # ------------------------------------------------------------ setup
 
@@ -58,12 +73,30 @@ class UDXStream:
     def counters(self) -> dict[str, int]:
         return self.engine.counters
 
+    def hold_early(self, limit: int = EARLY_PACKETS) -> None:
+        """Keep up to `limit` packets that arrive before `connect`; `connect` processes them."""
+        if self.remote_id is None and self._early is None:
+            self._early = []
+            self._early_limit = limit
+
     def connect(self, remote_id: int, address: Address | None = None, *, seq: int = 0, ack: int = 0) -> None:
         """Set the peer's stream id; with no address, the first packet for us supplies it."""
         self.remote_id = remote_id
         self._pending_seq = (seq, ack)
         if address is not None:
             self._connect_to(address)
+            self._connected()
+        early, self._early = self._early, None
+        for mux, data, addr in early or ():
+            mux.on_datagram(data, addr)  # through the mux (socket) it arrived on
+
+    def _hold(self, mux: "UDXMux", data: bytes, addr: Address) -> bool:
+        """A packet before `connect`: kept if holding and there is room."""
+        early = self._early
+        if early is None or len(early) >= self._early_limit:
+            return False
+        early.append((mux, data, addr))
+        return True
 
     def _connect_to(self, address: Address) -> None:
         assert self.remote_id is not None
@@ -71,6 +104,11 @@ class UDXStream:
         seq, ack = self._pending_seq
         self.engine.connect(self.remote_id, self._loop.time(), seq, ack)
         self._schedule()
+
+    def _connected(self) -> None:
+        cb, self.on_connected = self.on_connected, None
+        if cb is not None and not self.engine.closed:
+            cb()
 
     # ------------------------------------------------------------ writing
 
@@ -180,6 +218,7 @@ class UDXStream:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._early = None
         self._mux._forget(self)
         self._wake_reader()
         self._engine_writable()

@@ -13,12 +13,18 @@ Prints each pair beside Node->Node as ratios (Node/Python for times, Python/Node
 for throughput: > 1 means Python is faster).
 
     PYTHONPATH=. /work/main/.venv/bin/python scripts/bench/connect.py [--connects 10] [--pings 200] [--mb 10] [--topics 5]
+
+Every peer runs in its own process, as the Node ones do: the Python echo server
+is this script with --serve-echo (the client side runs here).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
+import pathlib
 import statistics
 import sys
 import time
@@ -137,14 +143,31 @@ def summary(r: dict) -> dict:
     }
 
 
+async def serve_echo(bootstrap: str) -> None:
+    """--serve-echo: a Python echo server in its own process; prints its public key."""
+    dht = DHT(DHTConfig(bootstrap=tuple((h, int(p)) for h, p in (b.split(":") for b in bootstrap.split(",")))))
+    await dht.ready()
+    kp = crypto.keypair()
+    await echo_server(dht, kp)
+    print(json.dumps({"public_key": kp.public_key.hex()}), flush=True)
+    await asyncio.Event().wait()
+
+
+async def spawn_echo_server(boot) -> tuple[asyncio.subprocess.Process, bytes]:
+    root = pathlib.Path(__file__).resolve().parents[2]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--serve-echo", ",".join(f"{h}:{p}" for h, p in boot),
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(root)})
+    line = await asyncio.wait_for(proc.stdout.readline(), 60)
+    return proc, bytes.fromhex(json.loads(line)["public_key"])
+
+
 async def main(args) -> None:
     tn = await NodeTestnet.start(3)
     boot = tuple(tn.bootstrap)
-    py_server_dht = DHT(DHTConfig(bootstrap=boot))
     py_client_dht = DHT(DHTConfig(bootstrap=boot))
-    await asyncio.gather(py_server_dht.ready(), py_client_dht.ready())
-    py_kp = crypto.keypair()
-    py_server = await echo_server(py_server_dht, py_kp)
+    await py_client_dht.ready()
+    py_server, py_key = await spawn_echo_server(boot)
     # --open: Node peers know they are reachable, as our Python nodes detect on loopback,
     # so every pair takes the same direct path.
     node_server = await NodePeer.start(boot, open_=True)
@@ -155,21 +178,21 @@ async def main(args) -> None:
     results = {}
     try:
         for name, server_key in (("node -> node", node_server.public_key),
-                                 ("node -> python", py_kp.public_key)):
+                                 ("node -> python", py_key)):
             print(f"running {name}", file=sys.stderr)
             res = await node_client.cmd("bench", "bench", timeout=300, public_key=server_key.hex(), **bench)
             results[name] = res
         for name, server_key in (("python -> node", node_server.public_key),
-                                 ("python -> python", py_kp.public_key)):
+                                 ("python -> python", py_key)):
             print(f"running {name}", file=sys.stderr)
             results[name] = await asyncio.wait_for(python_client(py_client_dht, server_key, args), 300)
         joins = await join_bench(boot, node_client, args)
     finally:
         await node_client.close()
         await node_server.close()
-        await py_server.close()
+        py_server.kill()
+        await py_server.wait()
         await py_client_dht.destroy()
-        await py_server_dht.destroy()
         await tn.close()
     base = summary(results["node -> node"])
     base_join = statistics.median(joins["node -> node"])
@@ -189,4 +212,6 @@ if __name__ == "__main__":
     p.add_argument("--pings", type=int, default=200)
     p.add_argument("--mb", type=int, default=10)
     p.add_argument("--topics", type=int, default=5)
-    asyncio.run(main(p.parse_args(sys.argv[1:])))
+    p.add_argument("--serve-echo", help=argparse.SUPPRESS)
+    a = p.parse_args(sys.argv[1:])
+    asyncio.run(serve_echo(a.serve_echo) if a.serve_echo else main(a))

@@ -14,6 +14,9 @@ at each in-flight level: requests/s, p50 and p99 latency. Pairs:
                     (these two run only where mesh.connect exists)
 
 Ratios are printed against node-node/dht measured in the same run.
+--py-net asyncio puts the Python DHT peers (and so UDX) on asyncio's datagram
+transport with default socket buffers: the socket before batched reads, for the
+before/after in docs/benchmarks/rpc.md.
 """
 
 from __future__ import annotations
@@ -127,12 +130,21 @@ def dht_pairs_available() -> bool:
 
 # ---------------------------------------------------------------- over real DHT connections (mesh.connect)
 
+PY_NET = "batch"
+
+
 async def python_dht(bootstrap):
     from mesh.dht import DHT, DHTConfig
     from mesh.net import UDPNetwork
 
+    if PY_NET == "asyncio":
+        sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+        from conn_peer import _DefaultBufferAsyncio
+        network = _DefaultBufferAsyncio()
+    else:
+        network = UDPNetwork()
     dht = DHT(DHTConfig(bootstrap=tuple(bootstrap), host="127.0.0.1", port=0, ephemeral=True),
-              network=UDPNetwork())
+              network=network)
     await dht.ready()
     return dht
 
@@ -182,7 +194,7 @@ async def py_node_dht(n, levels, value):
 async def py_py_dht(n, levels, value):
     proc, _key, bootstrap = await node_testnet_server()  # the testnet only
     server = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--serve-dht", ",".join(f"{h}:{p}" for h, p in bootstrap),
+        sys.executable, __file__, "--py-net", PY_NET, "--serve-dht", ",".join(f"{h}:{p}" for h, p in bootstrap),
         stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         info = json.loads(await server.stdout.readline())
@@ -254,5 +266,7 @@ if __name__ == "__main__":
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--serve-tcp", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve-dht", help=argparse.SUPPRESS)
+    ap.add_argument("--py-net", choices=("batch", "asyncio"), default="batch")
     a = ap.parse_args()
+    PY_NET = a.py_net
     asyncio.run(serve_tcp() if a.serve_tcp else serve_dht(a.serve_dht) if a.serve_dht else main(a))

@@ -128,3 +128,34 @@ def test_oversized_frame_is_rejected_counted_and_closes():
             raise AssertionError("write after close must raise")
 
     sim.run(main)
+
+
+async def test_deliver_to_gives_queued_messages_first_then_live_ones_then_done():
+    a, b, ma, mb = await conn_pair(UDPNetwork())
+    try:
+        a.write(b"one")
+        a.write(b"two")
+        assert await asyncio.wait_for(b.recv(), 5) == b"one"  # "two" stays queued
+        got, done = [], asyncio.get_running_loop().create_future()
+        b.deliver_to(got.append, done.set_result)
+        assert got == [b"two"]
+        a.write(b"three")
+        await asyncio.wait_for(a.close(), 15)
+        assert await asyncio.wait_for(done, 5) is None  # the peer ended cleanly
+        assert got == [b"two", b"three"]
+    finally:
+        ma.close()
+        mb.close()
+
+
+async def test_deliver_to_on_a_destroyed_connection_reports_done_with_the_reason():
+    a, b, ma, mb = await conn_pair(UDPNetwork())
+    try:
+        err = ClosedError("gone")
+        b.destroy(err)
+        seen = []
+        b.deliver_to(seen.append, seen.append)
+        assert seen == [err]
+    finally:
+        ma.close()
+        mb.close()
