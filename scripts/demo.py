@@ -28,6 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PY = sys.executable
 DEMO_MODELS = ("digits", "mlp-tiny", "mlp-mid", "conv-small")
 BOOTSTRAP_PORT = 49737
+KSERVE_EXAMPLE = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
 
 
 class Mesh:
@@ -129,17 +130,22 @@ def digit_example() -> list[float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=3000, help="gateway HTTP port (default 3000)")
-    ap.add_argument("--fresh", action="store_true", help="remove var/demo first")
+    ap.add_argument("--bootstrap-port", type=int, default=BOOTSTRAP_PORT,
+                    help=f"UDP port of the DHT bootstrap node (default {BOOTSTRAP_PORT})")
+    ap.add_argument("--no-ops", action="store_true", help="no operator HTTP ports (/health, /metrics) on the workers")
+    ap.add_argument("--state", default=str(ROOT / "var" / "demo"), help="state folder (default var/demo)")
+    ap.add_argument("--fresh", action="store_true", help="remove the state folder first")
     ap.add_argument("--exit-after-start", action="store_true",
                     help="stop everything once the mesh is up and checked (for tests)")
     args = ap.parse_args()
 
-    state = ROOT / "var" / "demo"
+    state = pathlib.Path(args.state).resolve()
     if args.fresh and state.exists():
         shutil.rmtree(state)
     state.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
-    bootstrap = f"127.0.0.1:{BOOTSTRAP_PORT}"
+    bootstrap = f"127.0.0.1:{args.bootstrap_port}"
+    ops = (lambda port: "0") if args.no_ops else str
     models_dir = state / "models"
 
     print("building the demo models (scripts/make_models.py) ...", flush=True)
@@ -151,23 +157,23 @@ def main() -> int:
     mesh = Mesh(state, env)
     node = [PY, "-m", "mesh.node", "--json", "--bootstrap", bootstrap]
     try:
-        mesh.start("bootstrap", [PY, "-m", "mesh.node", "--json", "--bootstrap-node", "--port", str(BOOTSTRAP_PORT)])
-        print(f"  bootstrap node      udp 127.0.0.1:{BOOTSTRAP_PORT}", flush=True)
+        mesh.start("bootstrap", [PY, "-m", "mesh.node", "--json", "--bootstrap-node", "--port", str(args.bootstrap_port)])
+        print(f"  bootstrap node      udp {bootstrap}", flush=True)
         mesh.start("model-manager", node + ["--topic", "model-manager", "--data-dir", str(state / "model-manager"),
-                                            "--ops-port", "8002"], ready="announced")
+                                            "--ops-port", ops(8002)], ready="announced")
         print("  model manager       ops http://127.0.0.1:8002/metrics", flush=True)
         for model in DEMO_MODELS:
             print(f"uploading {model} to the model manager ...", flush=True)
             subprocess.run([PY, "-m", "workers.models.upload", str(models_dir / f"{model}-1.onnx"), "--id", model,
                             "--version", "1", "--bootstrap", bootstrap], cwd=ROOT, env=env, check=True)
         serve = ",".join(DEMO_MODELS)
-        for i, ops in enumerate((8001, 8011)):
+        for i, ops_port in enumerate((8001, 8011)):
             # The workers have no local model files: they fetch them from the manager, peer to peer.
-            mesh.start(f"worker-{i + 1}", node + ["--topic", "inference", "--serve", serve, "--ops-port", str(ops),
+            mesh.start(f"worker-{i + 1}", node + ["--topic", "inference", "--serve", serve, "--ops-port", ops(ops_port),
                                                   "--model-dir", str(state / "no-local-models"),
                                                   "--fetch-dir", str(state / f"worker-{i + 1}-cache")],
                        ready="announced", timeout=120)
-            print(f"  inference worker {i + 1}  ops http://127.0.0.1:{ops}/metrics", flush=True)
+            print(f"  inference worker {i + 1}  ops http://127.0.0.1:{ops(ops_port)}/metrics", flush=True)
         mesh.start("gateway", [PY, "-m", "gateway", "--port", str(args.port), "--bootstrap", bootstrap,
                                "--keys-db", str(state / "keys.sqlite3")]
                    + [a for m in DEMO_MODELS for a in ("--model", m)], ready=None)
@@ -181,6 +187,10 @@ def main() -> int:
         if status != 200:
             raise SystemExit(f"demo inference failed: {status} {reply}")
         label = reply["outputs"]["label"]["data"][0]
+        status, reply = http("POST", f"{base}/v2/models/mlp-tiny/infer", key, json.dumps(KSERVE_EXAMPLE).encode(),
+                             {"Content-Type": "application/json"})
+        if status != 200:
+            raise SystemExit(f"demo KServe v2 inference failed: {status} {reply}")
         print_usage(base, key, created, label)
         if args.exit_after_start:
             return 0
@@ -198,33 +208,31 @@ def _workers_ready(base: str, key: str) -> bool:
     status, body = http("GET", f"{base}/api/v1/status", key)
     if status != 200:
         return False
-    seen: dict[str, int] = {}
-    for w in body.get("workers", []):
-        for m in w.get("models", []) or [w.get("model")]:
-            if isinstance(m, dict):
-                m = m.get("id")
-            seen[m] = seen.get(m, 0) + 1
-    return all(seen.get(m, 0) >= 2 for m in DEMO_MODELS)
+    workers = {t["name"]: t["workers"] for t in body.get("topics", [])}
+    return all(len(workers.get(m, [])) >= 2 for m in DEMO_MODELS)
 
 
 def print_usage(base: str, key: str, created: bool, label: int) -> None:
     digit = json.dumps({"inputs": {"x": {"shape": [1, 64], "dtype": "float32", "data": digit_example()}}})
+    kserve = json.dumps(KSERVE_EXAMPLE)
     print(f"""
 The mesh is up: a bootstrap node, a model manager, two inference workers and the gateway.
-API key{' (new; export MESH_API_KEY to reuse it)' if created else ''}: {key}
+API key{' (new: keep it to reuse it)' if created else ''}:
+
+  export MESH_API_KEY={key}
 
   Dashboard:  {base}/   (paste the API key when asked)
 
   curl {base}/health
-  curl -H "Authorization: Bearer {key}" {base}/api/v1/status
-  curl -H "Authorization: Bearer {key}" {base}/api/v1/models
-  curl -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+  curl -H "Authorization: Bearer $MESH_API_KEY" {base}/api/v1/status
+  curl -H "Authorization: Bearer $MESH_API_KEY" {base}/api/v1/models
+  curl -H "Authorization: Bearer $MESH_API_KEY" -H "Content-Type: application/json" \\
        -d '{digit}' \\
        {base}/api/v1/inference/digits            # a real handwritten digit: the model says {label}
-  curl -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
-       -d '{{"inputs": [{{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": {[0.5] * 64}}}]}}' \\
+  curl -H "Authorization: Bearer $MESH_API_KEY" -H "Content-Type: application/json" \\
+       -d '{kserve}' \\
        {base}/v2/models/mlp-tiny/infer           # KServe v2 / Open Inference Protocol
-  curl -H "Authorization: Bearer {key}" {base}/metrics
+  curl -H "Authorization: Bearer $MESH_API_KEY" {base}/metrics
 
 Press Ctrl-C to stop everything.""", flush=True)
 

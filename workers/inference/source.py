@@ -112,6 +112,9 @@ class LocalDirectorySource:
     async def fetch(self, model_id: str, version: str | None) -> ModelFile:
         version, entry = self._resolve(model_id, version)
         path = Path(entry.file) if Path(entry.file).is_absolute() else self.root / entry.file
+        if not path.is_file():
+            # Not here: the caller may find it elsewhere (the network source asks the managers).
+            raise ModelNotFound(f"model file {path} for {model_id!r} version {version!r} is missing")
         if entry.sha256 is None and self.require_sha256:
             raise ChecksumMismatch(f"model {model_id!r} version {version!r} has no pinned sha256 to verify")
         try:
