@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=_parse_addrs, action="append", default=[], metavar="HOST:PORT[,...]",
                    help="bootstrap nodes (repeatable; default: `bootstrap` from the config file)")
     p.add_argument("--topic", action="append", default=[], metavar="NAME",
-                   help="join topic NAME: key = BLAKE2b-256('<namespace>:<NAME>') (repeatable)")
+                   help="join topic NAME: key = BLAKE2b-256('<namespace>:<NAME>') (repeatable); "
+                        "if the config names a role for NAME, run that role (see below)")
     p.add_argument("--topic-key", action="append", default=[], metavar="HEX",
                    help="join a raw 32-byte topic key given as 64 hex characters (repeatable)")
     p.add_argument("--no-announce", action="store_true", help="do not announce on the topics (client only)")
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--key-file", metavar="PATH",
                      help="file holding the hex seed of the key pair (created with a random seed if missing)")
     p.add_argument("--config", default="topics.toml", metavar="PATH",
-                   help="topics config (namespace, bootstrap); default ./topics.toml")
+                   help="topics config (namespace, bootstrap, roles, models); default ./topics.toml")
     p.add_argument("--json", action="store_true",
                    help='print JSON lines: {"event": "ready", ...} once, then {"event": "peer", ...} per peer')
     p.add_argument("--lookup-interval", type=float, default=10.0, metavar="SECONDS",

@@ -11,6 +11,7 @@
     runtime.peers(topic)             # RpcPeers on connections found through `topic` (None: all dialled)
     await runtime.connection(topic, timeout)  # first Swarm connection found through topic
     await runtime.settle(topic, timeout)      # topic looked up, dials to what it found done
+    runtime.look_up(topic); await runtime.forget(topic)   # dial a topic's members without announcing
     await runtime.stop()             # leave topics, close connections, destroy the DHT
 
 It is also what a worker role runs on (`workers.base.Mesh`-shaped): `.swarm`,
@@ -64,6 +65,21 @@ class RuntimeConfig:
                          firewalled=False if self.persistent else None)
 
 
+class _Refreshed:
+    """A Discovery handle whose `flushed()` waits for a given refresh."""
+
+    def __init__(self, discovery: Any, refresh: asyncio.Task):
+        self._discovery = discovery
+        self._refresh = refresh
+
+    async def flushed(self) -> bool:
+        await asyncio.shield(self._refresh)
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._discovery, name)
+
+
 class _SwarmView:
     """The Swarm as a worker sees it: joins are reported ("announced") once flushed."""
 
@@ -71,8 +87,13 @@ class _SwarmView:
         self._rt = runtime
 
     def join(self, topic: bytes, *, server: bool = True, client: bool = True):
+        before = self._rt._joined.get(topic)
         discovery = self._rt.swarm.join(topic, server=server, client=client)
         self._rt._joined[topic] = discovery
+        if server and before is not None and not before.server:
+            # A topic only looked up so far: its first flush is long done, so wait
+            # for an announce of its own before calling it announced.
+            discovery = _Refreshed(discovery, self._rt._spawn(discovery.refresh()))
         if server:
             self._rt._spawn(self._rt._report_announce(topic, discovery))
         return discovery
@@ -207,6 +228,20 @@ class MeshRuntime:
             if entry in self._waiters:
                 self._waiters.remove(entry)
 
+    def look_up(self, topic: bytes) -> bool:
+        """Look `topic` up as a client (to dial its members) unless this runtime's
+        roles already joined it; True if this call joined it."""
+        if topic in self._joined:
+            return False
+        self._view.join(topic, server=False, client=True)
+        return True
+
+    async def forget(self, topic: bytes) -> None:
+        """Leave a topic joined only by `look_up` (one that is announced stays)."""
+        discovery = self._joined.get(topic)
+        if discovery is not None and not discovery.server:
+            await self._view.leave(topic)
+
     async def settle(self, topic: bytes, timeout: float = 30.0) -> None:
         """Wait until `topic`'s first lookup is done and no dial is in flight, so
         `peers(topic)` holds every peer found so far (asyncio.TimeoutError)."""
@@ -243,10 +278,11 @@ class MeshRuntime:
         await discovery.flushed()
         self.emit("announced", topic=topic.hex())
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
 
 @dataclass(frozen=True)
@@ -254,17 +290,21 @@ class RoleMesh:
     """What a worker role is started with: `workers.base.Mesh`'s fields plus
     `peers(topic_key)` (RPC peers found on a topic), `connection(topic_key,
     timeout)` (wait for one), `settle(topic_key, timeout)` (wait for the topic's
-    lookup and dials) and the runtime itself for anything else."""
+    lookup and dials), `look_up(topic_key)` / `forget(topic_key)` (find a topic's
+    members without announcing it) and the runtime itself for anything else."""
 
     swarm: Any
     rpc: Any
     peers: Callable[[bytes | None], list]
     connection: Callable[..., Any]
     settle: Callable[..., Any]
+    look_up: Callable[[bytes], bool]
+    forget: Callable[[bytes], Any]
     runtime: MeshRuntime
     attach_connections: bool = False
 
 
 def role_mesh(runtime: MeshRuntime) -> RoleMesh:
     return RoleMesh(swarm=runtime.worker_swarm, rpc=runtime.rpc, peers=runtime.peers,
-                    connection=runtime.connection, settle=runtime.settle, runtime=runtime)
+                    connection=runtime.connection, settle=runtime.settle, look_up=runtime.look_up,
+                    forget=runtime.forget, runtime=runtime)

@@ -123,6 +123,7 @@ class Mesh:
         self.config = tmp / "topics.toml"
         manifest = json.loads((models / "manifest.json").read_text())
         mid = next(m for m in manifest["models"] if m["id"] == "mlp-mid")
+        tiny = next(m for m in manifest["models"] if m["id"] == "mlp-tiny")
         self.config.write_text(f'''
 namespace = "{self.namespace}"
 bootstrap = []
@@ -153,6 +154,10 @@ role = "workers.inference"
 id = "mlp-mid"
 file = "{models / mid['file']}"
 sha256 = "{mid['sha256']}"
+role = "workers.inference"
+[[models]]
+id = "mlp-tiny"
+sha256 = "{tiny['sha256']}"
 role = "workers.inference"
 ''')
         self.procs: list[Proc] = []
@@ -294,6 +299,25 @@ async def test_upload_fetch_infer_and_replicate(mesh, models, tmp_path):
     assert await by_topic.exit() == 0
     assert by_topic.events[-1]["event"] == "stopped"
     assert any(e["event"] == "left" and e["topic"] == mesh.key(MODEL).hex() for e in by_topic.events)
+
+
+async def test_a_worker_fetches_a_model_from_another_worker(mesh, models, tmp_path):
+    # No manager on this mesh: the only holder of mlp-tiny is a worker serving it.
+    digest = sha256(models / "mlp-tiny-1.onnx")
+    holder, pool = await asyncio.gather(
+        mesh.node("holder", "mlp-tiny", "--model-dir", str(models)),   # its manifest.json has the file
+        mesh.node("pool", "inference", "--fetch-dir", str(tmp_path / "pool"), "--fetch-timeout-s", "5"))
+    await asyncio.gather(mesh.announced(holder, "mlp-tiny"), mesh.announced(pool, "inference"))
+    async with client(mesh) as rt:
+        control = await peer_on(rt, mesh, "inference", pool.public_key)
+        described = await control.request("load_model", {"model": "mlp-tiny"}, timeout=DEADLINE)
+        assert described["sha256"] == digest
+        await mesh.announced(pool, "mlp-tiny")
+        assert sha256(tmp_path / "pool" / digest) == digest
+        with pytest.raises(RpcError) as err:  # known to nobody: refused, and its topic is left again
+            await control.request("load_model", {"model": "nowhere"}, timeout=DEADLINE)
+        assert err.value.code in ("MODEL_NOT_FOUND", "FETCH_FAILED")
+        await pool.event("left", topic=mesh.key("nowhere").hex())
 
 
 async def test_manager_killed_during_network_upload(mesh, models, tmp_path):

@@ -3,12 +3,14 @@
     source = mesh_source(config, mesh)   # mesh: .peers(topic_key), .connection(topic_key, timeout)
 
 A model that model_dir (LocalDirectorySource) does not know is fetched from the
-model managers found on `config.manager_topic` (and any other peer this node
-dialled: workers that serve the model answer `get`/`read_chunk` too) through
+model managers found on `config.manager_topic`, then from the workers that
+serve it (found by looking up the model's own topic as a client; they answer
+`get`/`read_chunk` too), then any other peer this node dialled, through
 workers.models' NetworkModelSource, sha256-verified, into `config.fetch_dir`.
-A fetch first waits (up to `fetch_timeout_s`) for the manager topic's lookup
-and dials to settle, so that every manager found is asked, and, when none is
-connected yet, for the first one.
+A fetch first waits (up to `fetch_timeout_s`) for those lookups and dials to
+settle, so that every peer found is asked, and, when no manager or worker is
+connected yet, for a first manager. A model topic looked up only for a fetch is
+left again if the fetch fails (once the model loads, the worker announces it).
 """
 
 from __future__ import annotations
@@ -24,20 +26,29 @@ from .source import LocalDirectorySource, ModelFile, ModelSource
 
 
 class LocalThenNetwork:
-    """A ModelSource: `local` when it has the model, else `network`."""
+    """A ModelSource: `local` when it has the model, else `network`, after
+    `prepare(model_id)` has found peers; `done(model_id, ok)` follows the fetch."""
 
-    def __init__(self, local: ModelSource, network: Any, wait_for_peer: Callable[[], Awaitable[Any]]):
+    def __init__(self, local: ModelSource, network: Any, prepare: Callable[[str], Awaitable[Any]],
+                 done: Callable[[str, bool], Awaitable[Any]]):
         self.local = local
         self.network = network
-        self._wait_for_peer = wait_for_peer
+        self._prepare = prepare
+        self._done = done
 
     async def fetch(self, model_id: str, version: str | None) -> ModelFile:
         try:
             return await self.local.fetch(model_id, version)
         except ModelNotFound:
             pass
-        await self._wait_for_peer()
-        return await self.network.fetch(model_id, version)
+        ok = False
+        try:
+            await self._prepare(model_id)
+            found = await self.network.fetch(model_id, version)
+            ok = True
+            return found
+        finally:
+            await self._done(model_id, ok)
 
 
 def mesh_source(config: InferenceConfig, mesh: Any) -> ModelSource:
@@ -53,24 +64,40 @@ def mesh_source(config: InferenceConfig, mesh: Any) -> ModelSource:
     from workers.models.store import ContentStore
 
     managers = topic_key(config.namespace, config.manager_topic)
+    settle = getattr(mesh, "settle", None)
+    look_up = getattr(mesh, "look_up", None)
+    forget = getattr(mesh, "forget", None)
+    looked_up: set[bytes] = set()
 
     def peers() -> list:
-        first = peers_of(managers)
-        return first + [p for p in peers_of(None) if p not in first]
+        order = peers_of(managers)
+        for topic in looked_up:
+            order += [p for p in peers_of(topic) if p not in order]
+        return order + [p for p in peers_of(None) if p not in order]
 
-    async def wait_for_peer() -> None:
+    async def prepare(model_id: str) -> None:
+        model_topic = topic_key(config.namespace, model_id)
+        if look_up is not None and look_up(model_topic):
+            looked_up.add(model_topic)
         try:
-            settle = getattr(mesh, "settle", None)
             if settle is not None:
                 await settle(managers, config.fetch_timeout_s)
-            if not peers_of(managers):
+                await settle(model_topic, config.fetch_timeout_s)
+            if not peers():
                 await mesh.connection(managers, config.fetch_timeout_s)
         except asyncio.TimeoutError:
-            raise FetchError(f"no model manager found on topic {config.manager_topic!r} "
-                             f"in {config.fetch_timeout_s} s") from None
+            raise FetchError(f"no model manager or worker with model {model_id!r} found in "
+                             f"{config.fetch_timeout_s} s") from None
+
+    async def done(model_id: str, ok: bool) -> None:
+        model_topic = topic_key(config.namespace, model_id)
+        if model_topic in looked_up:
+            looked_up.discard(model_topic)
+            if not ok and forget is not None:
+                await forget(model_topic)
 
     store = ContentStore(config.fetch_dir, config.cache_max_bytes)
-    return LocalThenNetwork(local, NetworkModelSource(store, peers, timeout=config.fetch_timeout_s), wait_for_peer)
+    return LocalThenNetwork(local, NetworkModelSource(store, peers, timeout=config.fetch_timeout_s), prepare, done)
 
 
 def join_managers(config: InferenceConfig, mesh: Any) -> None:
