@@ -64,14 +64,16 @@ class Mesh:
         raise SystemExit(f"{name} did not report {ready!r} within {timeout:.0f} s; see {log.name}")
 
     def stop(self) -> None:
+        """SIGTERM each process, newest first, waiting for each: the gateway goes
+        before the workers it calls, and the DHT nodes stay up while the workers
+        unannounce their topics."""
         for name, proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for name, proc in reversed(self.procs):
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                print(f"  {name} did not stop in 15 s: killing it", file=sys.stderr)
+                print(f"  {name} did not stop in 15 s: killing it", flush=True)
                 proc.kill()
                 proc.wait()
         self.procs.clear()

@@ -237,6 +237,11 @@ class Worker:
                 await _maybe_await(swarm.leave(self.topic_key(name)))
             self.log.info("topic left", extra={"topic": name})
 
+    async def _leave_all(self) -> None:
+        """Leave every announced topic at once: each unannounce may wait on DHT
+        nodes that are gone, and those waits should overlap, not add up."""
+        await asyncio.gather(*(self.leave(name) for name in list(self._announced)))
+
     async def _announce(self, name: str) -> None:
         if name in self._announced:
             return
@@ -301,8 +306,7 @@ class Worker:
         except BaseException:
             self.state = STOPPED
             try:  # undo what started: topics, subclass resources, the ops port
-                for name in list(self._announced):
-                    await self.leave(name)
+                await self._leave_all()
                 await self.on_stop()
             finally:
                 await self._close_ops()
@@ -343,8 +347,7 @@ class Worker:
         except asyncio.TimeoutError:
             self.log.warning("drain timed out", extra={"in_flight": self._in_flight})
         try:
-            for name in list(self._announced):
-                await self.leave(name)
+            await self._leave_all()
             await self.on_stop()
         finally:
             await self._close_ops()
