@@ -12,7 +12,7 @@ testnet on 127.0.0.1. Every server echoes; the client measures:
 Prints each pair beside Node->Node as ratios (Node/Python for times, Python/Node
 for throughput: > 1 means Python is faster).
 
-    PYTHONPATH=. /work/main/.venv/bin/python scripts/bench/connect.py [--connects 10] [--pings 200] [--mb 10] [--topics 5]
+    PYTHONPATH=. .venv/bin/python scripts/bench/connect.py [--connects 10] [--pings 200] [--mb 10] [--topics 5]
 
 Every peer runs in its own process, as the Node ones do: the Python echo server
 is this script with --serve-echo (the client side runs here).

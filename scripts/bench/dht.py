@@ -1,6 +1,6 @@
 """DHT benchmark: a Python testnet and a Node hyperdht testnet of the same size, side by side.
 
-    PYTHONPATH=. /work/main/.venv/bin/python scripts/bench/dht.py --sizes 50,200,500
+    PYTHONPATH=. .venv/bin/python scripts/bench/dht.py --sizes 50,200,500
 
 For each size N both networks run at the same time on 127.0.0.1: N persistent
 nodes each, then `--ops` announces (fresh topics, from random nodes) and `--ops`
