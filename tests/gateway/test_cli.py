@@ -80,13 +80,3 @@ def test_keys_create_list_revoke(tmp_path):
     # read the file only now: closing any descriptor of it drops this process's SQLite locks
     with open(db, "rb") as f:
         assert key.encode() not in f.read()   # stored hashed only
-
-
-def test_serve_without_mesh_layer_says_so(tmp_path):
-    try:
-        import mesh.swarm  # noqa: F401
-    except ImportError:
-        r = run("--keys-db", str(tmp_path / "k.sqlite3"), "--port", "0")
-        assert r.returncode == 2 and "mesh layer is not available" in r.stderr
-    else:
-        pytest.skip("the mesh layer exists: serving is covered by tests/integration/test_gateway_e2e.py")

@@ -7,7 +7,10 @@ import pytest
 from .cdp import Browser, chromium_path
 from .conftest import auth
 
-pytestmark = pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium (scripts/setup)")
+@pytest.fixture(autouse=True)
+def _chromium_installed():
+    if chromium_path() is None:
+        pytest.fail("Debian's chromium is not installed: run scripts/setup (apt-get install chromium)")
 
 # resolves once the page has rendered a status answer (data-loaded) or shown an error
 WAIT_RENDERED = """new Promise((resolve) => {

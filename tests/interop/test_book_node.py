@@ -12,8 +12,6 @@ import json
 
 import pytest
 
-pytest.importorskip("mesh.swarm")
-
 from mesh import crypto  # noqa: E402
 from mesh.rpc import RpcServer  # noqa: E402
 from mesh.swarm import Swarm, SwarmConfig  # noqa: E402
@@ -28,7 +26,8 @@ NAMESPACE = "interop-books"
 
 @pytest.fixture
 async def node_testnet(node_harness):
-    node_swarm = pytest.importorskip("tests.interop.node_swarm")
+    from tests.interop import node_swarm
+
     tn = await node_swarm.NodeTestnet.start(3)
     yield tn
     await tn.close()

@@ -19,8 +19,6 @@ import subprocess
 
 import pytest
 
-pytest.importorskip("mesh.connect")
-
 from mesh import crypto  # noqa: E402
 from mesh.rpc import RpcClient, RpcError, RpcServer  # noqa: E402
 
