@@ -68,7 +68,7 @@ from mesh.topics import topic_key
 
 from .config import WorkerConfig
 from .errors import INTERNAL, Unavailable, WorkerError, as_worker_error, wire_error
-from .logging import BoundLogger, get_logger
+from .logging import BoundLogger, configure_logging, get_logger
 from .metrics import Registry
 
 Handler = Callable[[Any], Awaitable[Any]]
@@ -393,3 +393,21 @@ async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+def run_standalone(role_config: Callable[..., Any], run_role: Callable[[Any, Any], Awaitable[None]],
+                   argv: list[str]) -> int:
+    """A role's `main`: without a mesh (operator port only), `--topics PATH` plus any
+    config option, until SIGTERM/SIGINT. Roles on the mesh start through `python -m mesh.node`."""
+    argv = list(argv)
+    topics = None
+    if "--topics" in argv:
+        i = argv.index("--topics")
+        topics = argv[i + 1] if i + 1 < len(argv) else None
+        del argv[i:i + 2]
+    import os
+
+    config = role_config(topics, env=os.environ, argv=argv)
+    configure_logging(config.log_level)
+    asyncio.run(run_role(config, None))
+    return 0

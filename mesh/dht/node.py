@@ -25,7 +25,7 @@ from .nat import NatSampler
 from .routing import RoutingTable
 from .store import RECORD_MAX_AGE, GenerationCache, Store
 from .upkeep import TICK, Upkeep
-from .verbs import FindPeerResult, LookupResult, MutableResult, Verbs, _map_lookup
+from .verbs import FindPeerResult, LookupResult, MutableResult, Verbs, _map_lookup, _OwnAnnounce
 
 MAX_CHECKS = 10
 MAX_DELAYED_PING_MS = 10_000

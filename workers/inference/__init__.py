@@ -23,15 +23,13 @@ tests of the process lifecycle.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..base import run_standalone
 from ..config import layered, load_topics, parse_cli, read_toml
-from ..logging import configure_logging
 from .config import InferenceConfig
 from .worker import InferenceWorker
 
@@ -75,13 +73,4 @@ async def run_role(config: InferenceConfig, mesh: Any = None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone worker without a mesh: `--topics PATH` plus any config option."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    topics = None
-    if "--topics" in argv:
-        i = argv.index("--topics")
-        topics = argv[i + 1]
-        del argv[i:i + 2]
-    config = role_config(topics, env=os.environ, argv=argv)
-    configure_logging(config.log_level)
-    asyncio.run(run_role(config, None))
-    return 0
+    return run_standalone(role_config, run_role, sys.argv[1:] if argv is None else list(argv))

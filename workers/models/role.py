@@ -11,15 +11,13 @@ but does not replicate. `python -m workers.models` runs one standalone (no mesh)
 
 from __future__ import annotations
 
-import asyncio
-import os
 import pathlib
 import sys
 from typing import Any, Mapping, Sequence
 
 from mesh.topics import topic_key
+from workers.base import run_standalone
 from workers.config import layered, parse_cli, read_toml
-from workers.logging import configure_logging
 
 from .fetch import PeerList
 from .manager import TOPIC, ManagerConfig, ModelManager
@@ -51,13 +49,4 @@ async def run_role(config: ManagerConfig, mesh: Any = None, *, peers: PeerList |
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone manager without a mesh: `--topics PATH` plus any config option."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    topics = None
-    if "--topics" in argv:
-        i = argv.index("--topics")
-        topics = argv[i + 1]
-        del argv[i:i + 2]
-    config = role_config(topics, env=os.environ, argv=argv)
-    configure_logging(config.log_level)
-    asyncio.run(run_role(config, None))
-    return 0
+    return run_standalone(role_config, run_role, sys.argv[1:] if argv is None else list(argv))

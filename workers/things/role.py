@@ -8,15 +8,13 @@ worker standalone. A role module binds them to its worker class:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from workers.config import layered, parse_cli, read_toml
-from workers.logging import configure_logging
+from workers.base import run_standalone
 
 from .worker import ThingConfig, ThingWorker
 
@@ -45,15 +43,6 @@ def entry_points(worker_cls: type[ThingWorker]) -> tuple[Callable, Callable, Cal
 
     def main(argv: Sequence[str] | None = None) -> int:
         """Standalone, without a mesh: `--topics PATH` plus any config option."""
-        argv = list(sys.argv[1:] if argv is None else argv)
-        topics = None
-        if "--topics" in argv:
-            i = argv.index("--topics")
-            topics = argv[i + 1]
-            del argv[i:i + 2]
-        config = role_config(topics, env=os.environ, argv=argv)
-        configure_logging(config.log_level)
-        asyncio.run(run_role(config, None))
-        return 0
+        return run_standalone(role_config, run_role, sys.argv[1:] if argv is None else list(argv))
 
     return role_config, run_role, main
