@@ -14,7 +14,8 @@ connection failures become gateway errors here:
   mesh TimeoutError_ / asyncio timeout                              -> DeadlineExceeded
 
 Mesh API used: MeshRuntime(RuntimeConfig(keypair, bootstrap)), runtime.swarm.join(topic,
-server=False, client=True) -> discovery with `await discovery.flushed()`,
+server=False, client=True) -> discovery with `await discovery.flushed()` and
+`await discovery.refresh()`,
 runtime.worker_swarm.on_connection(cb(conn, peer_info)) (peer_info.public_key,
 peer_info.topics: 32-byte topics, may grow), runtime.peer(conn) -> RpcPeer,
 conn.closed (a future done on close); RpcPeer.request(method, value, timeout=s,
@@ -198,7 +199,13 @@ class MeshWorkerDirectory:
             except asyncio.TimeoutError:
                 pass  # no answer in time: whatever connected so far is the answer
             if not self._candidates(service):
-                return self.workers(service)   # the lookup found nobody: nothing to wait for
+                # That flush may be older than this request (a topic watched before, next
+                # re-lookup up to discovery_interval_s away): a worker that announced since
+                # is missed, so look once more now before answering "nobody".
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(discovery.refresh(), max(end - loop.time(), 0))
+            if not self._candidates(service):
+                return self.workers(service)   # the lookups found nobody: nothing to wait for
         while len(self.workers(service)) < at_least and loop.time() < end:
             self._changed.clear()
             try:

@@ -88,9 +88,11 @@ class _SwarmView:
 
     def join(self, topic: bytes, *, server: bool = True, client: bool = True):
         before = self._rt._joined.get(topic)
+        # Read before swarm.join: it updates that same Discovery in place (server=True).
+        lookup_only = before is not None and not before.server
         discovery = self._rt.swarm.join(topic, server=server, client=client)
         self._rt._joined[topic] = discovery
-        if server and before is not None and not before.server:
+        if server and lookup_only:
             # A topic only looked up so far: its first flush is long done, so wait
             # for an announce of its own before calling it announced.
             discovery = _Refreshed(discovery, self._rt._spawn(discovery.refresh()))
