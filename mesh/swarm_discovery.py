@@ -24,7 +24,8 @@ class Discovery:
         self.server = server
         self.client = client
         self.announced = False
-        self.stats = {"refreshes": 0, "lookup_replies": 0, "errors": 0}
+        self.stats = {"refreshes": 0, "lookup_replies": 0, "errors": 0, "announce_failures": 0}
+        self.announce_failures = 0  # in a row: announces that raised or stored on no node
         self._flushed: asyncio.Future = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task | None = None
         self._kick = asyncio.Event()
@@ -59,7 +60,7 @@ class Discovery:
         if not self._flushed.done():
             self._flushed.set_result(True)
         while not self.destroyed:
-            delay = sl.refresh_delay(self.swarm.rng)
+            delay = sl.refresh_delay(self.swarm.rng, failures=self.announce_failures if self.server else 0)
             self._kick.clear()
             try:
                 await asyncio.wait_for(self._kick.wait(), delay)
@@ -75,18 +76,27 @@ class Discovery:
             jobs.append(self._announce())
         if self.client:
             jobs.append(self._lookup())
-        for result in await asyncio.gather(*jobs, return_exceptions=True):
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for result in results:
             if isinstance(result, MeshError):
                 self.stats["errors"] += 1  # the next refresh tries again
             elif isinstance(result, BaseException):
                 raise result
+        if self.server:
+            stored = results[0]
+            if isinstance(stored, BaseException) or not stored:
+                self.announce_failures += 1
+                self.stats["announce_failures"] += 1
+            else:
+                self.announce_failures = 0
 
-    async def _announce(self) -> None:
+    async def _announce(self) -> list:
         server = await self.swarm.ensure_server()
         # refresh=False: this handle re-announces itself (with fresh relay addresses).
-        await self.swarm.dht.announce(self.topic, self.swarm.keypair, list(server.relay_addresses),
-                                      refresh=False)
+        stored = await self.swarm.dht.announce(self.topic, self.swarm.keypair, list(server.relay_addresses),
+                                               refresh=False)
         self.announced = True
+        return stored
 
     async def _lookup(self) -> None:
         async for reply in self.swarm.dht.lookup(self.topic):

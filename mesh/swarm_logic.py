@@ -50,8 +50,13 @@ def keep_new_connection(
     return expected_initiator == new_is_initiator
 
 
-def refresh_delay(rng: random.Random, eager: bool = False) -> float:
-    """Seconds until the next announce/lookup refresh of a joined topic."""
+def refresh_delay(rng: random.Random, eager: bool = False, failures: int = 0) -> float:
+    """Seconds until the next announce/lookup refresh of a joined topic. After
+    `failures` announces in a row that stored nowhere, retry soon (1 s, doubling,
+    with 10% jitter) instead of waiting a whole refresh interval."""
+    if failures > 0:
+        base = min(REFRESH_INTERVAL, 2.0 ** (failures - 1))
+        return base + rng.random() * 0.1 * base
     jitter = rng.random() * REFRESH_JITTER
     return jitter if eager else REFRESH_INTERVAL + jitter
 
