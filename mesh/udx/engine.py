@@ -12,8 +12,8 @@ retransmissions re-detected RACK-style by later deliveries, RTT/RTO per
 RFC 6298 with doubling backoff (six RTOs on one packet close the stream),
 NewReno-style AIMD, and the peer's receive window respected (zero window
 probed with HEARTBEAT). Receiver: in-order delivery with an out-of-order buffer,
-one ACK per `ack_every` (4) in-order packets or after `ack_delay` (2 ms), data
-carrying the ACK otherwise, an immediate SACK when
+an ACK within `ack_soon` (0.5 ms) once `ack_every` (4) in-order packets are
+unacked, else after `ack_delay` (2 ms), data carrying the ACK when it goes first, an immediate SACK when
 data is out of order, duplicate or a heartbeat arrives.
 """
 
@@ -42,7 +42,11 @@ class UDXConfig:
     max_rto: float = 30.0
     max_rto_count: int = 6  # RTOs on one packet before the stream is closed
     ack_delay: float = 0.002  # delayed ACK for in-order packets below ack_every
-    ack_every: int = 4  # ACK at once after this many in-order packets
+    ack_every: int = 4  # ACK soon (within ack_soon) after this many in-order packets
+    # Not at once: a burst of packets read in one loop turn (a batch of RPC
+    # requests or replies) then gets one ACK, or none when the answer that
+    # follows within ack_soon carries it, instead of a pure ACK per 4 packets.
+    ack_soon: float = 0.0005
     keepalive: float = 0.0  # send a HEARTBEAT after this much sending silence (0 = off)
     high_water: int = 1024 * 1024  # write buffer above which writes should wait
     max_ooo_packets: int = 8192  # out-of-order packets buffered at most
@@ -88,6 +92,7 @@ class UDXEngine:
         self._ranges: list[list[int]] = []  # the out-of-order seqs as [start, end) ranges
         self._unacked_rx = 0
         self._ack_now = False
+        self._ack_soon = False
         self._ack_at: float | None = None
         self._rx_buffered = 0  # delivered, not yet consumed by the reader
         self._remote_end: int | None = None
@@ -224,7 +229,7 @@ class UDXEngine:
             self._deliver(typ, payload)
             self._unacked_rx += 1
             if self._unacked_rx >= self.config.ack_every:
-                self._ack_now = True
+                self._ack_soon = True
             return
         if seq < exp:
             c["dup_data"] += 1
@@ -271,7 +276,7 @@ class UDXEngine:
         self._transmit(P.HEADER.pack(0xFF, 1, typ, 0, self.remote_id, self._rwnd(), seq & 0xFFFFFFFF, self._ack & 0xFFFFFFFF) + payload)
         self.counters["packets_out"] += 1
         self._last_send = now
-        self._ack_now = False
+        self._ack_now = self._ack_soon = False
         self._unacked_rx = 0
         self._ack_at = None
 
@@ -292,8 +297,10 @@ class UDXEngine:
             self._send_new(P.END, b"", now)
         if self._ack_now:
             self._send_ack(now)
-        elif self._unacked_rx and self._ack_at is None:
-            self._ack_at = now + self.config.ack_delay
+        elif self._unacked_rx:
+            due = now + (self.config.ack_soon if self._ack_soon else self.config.ack_delay)
+            if self._ack_at is None or due < self._ack_at:
+                self._ack_at = due
         if self._wbuf and not sb.inflight and sb.rto_at is None:
             sb.rto_at = now + sb.rto  # peer window closed: probe it on the RTO cadence
         if self._want_writable and self.write_buffered < self.config.high_water:
@@ -330,7 +337,7 @@ class UDXEngine:
         self.counters["packets_out"] += 1
         self.counters["mtu_probes"] += 1
         self._last_send = now
-        self._ack_now = False
+        self._ack_now = self._ack_soon = False
         self._unacked_rx = 0
         self._ack_at = None
 
