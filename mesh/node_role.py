@@ -50,7 +50,11 @@ def build_role_config(module, opts, topic: str):
     return module.role_config(opts.config_doc or {}, **kwargs)
 
 
-def _configure_logging(config) -> None:
+def _configure_logging(module, config) -> None:
+    hook = getattr(module, "setup_logging", None)
+    if callable(hook):  # the role formats its own logs (workers: JSON lines)
+        hook(config)
+        return
     level = getattr(config, "log_level", "INFO")
     root = logging.getLogger()
     if not root.handlers:  # a role that configured its own logging keeps it
@@ -68,7 +72,7 @@ async def run_role_node(opts, emit: Callable[..., None], stop: asyncio.Event) ->
         config = build_role_config(module, opts, topic)
     except Exception as e:  # a config error of any role type: report it at the edge and exit 1
         _fail(emit, e)
-    _configure_logging(config)
+    _configure_logging(module, config)
     keypair = load_keypair(opts)
     runtime = MeshRuntime(RuntimeConfig(keypair=keypair, bootstrap=opts.bootstrap, host=opts.host,
                                         port=opts.port, persistent=opts.persistent), emit=emit)

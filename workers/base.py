@@ -395,6 +395,12 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
+def setup_logging(config: Any) -> None:
+    """A role's logging hook (`python -m mesh.node` calls it before the role starts):
+    JSON lines on stderr at the config's `log_level`."""
+    configure_logging(getattr(config, "log_level", "INFO"))
+
+
 def run_standalone(role_config: Callable[..., Any], run_role: Callable[[Any, Any], Awaitable[None]],
                    argv: list[str]) -> int:
     """A role's `main`: without a mesh (operator port only), `--topics PATH` plus any
@@ -408,6 +414,6 @@ def run_standalone(role_config: Callable[..., Any], run_role: Callable[[Any, Any
     import os
 
     config = role_config(topics, env=os.environ, argv=argv)
-    configure_logging(config.log_level)
+    setup_logging(config)
     asyncio.run(run_role(config, None))
     return 0

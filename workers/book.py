@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar
 
+from workers.base import setup_logging  # noqa: F401 - the role's logging hook
 from workers.things.role import entry_points
 from workers.things.schema import Field, invalid
 from workers.things.worker import ThingConfig, ThingWorker

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from workers.base import setup_logging  # noqa: F401 - the role's logging hook
 from workers.things.role import entry_points
 from workers.things.schema import Field, Schema, invalid
 from workers.things.worker import ThingConfig, ThingWorker

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..base import run_standalone
+from ..base import run_standalone, setup_logging  # noqa: F401 - the role's logging hook
 from ..config import layered, load_topics, parse_cli, read_toml
 from .config import InferenceConfig
 from .worker import InferenceWorker

@@ -15,6 +15,6 @@
     role.py         ROLE, role_config, run_role, main (`python -m workers.models`)
 """
 
-from .role import ROLE, role_config, run_role
+from .role import ROLE, role_config, run_role, setup_logging
 
-__all__ = ["ROLE", "role_config", "run_role"]
+__all__ = ["ROLE", "role_config", "run_role", "setup_logging"]

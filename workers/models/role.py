@@ -16,7 +16,7 @@ import sys
 from typing import Any, Mapping, Sequence
 
 from mesh.topics import topic_key
-from workers.base import run_standalone
+from workers.base import run_standalone, setup_logging  # noqa: F401 - the role's logging hook
 from workers.config import layered, parse_cli, read_toml
 
 from .fetch import PeerList
