@@ -150,18 +150,11 @@ async def python_dht(bootstrap):
 
 
 async def dht_connect(dht, public_key, keypair):
-    if hasattr(dht, "connect"):
-        return await dht.connect(public_key)
-    from mesh.connect import connect
-    return await connect(dht, public_key, keypair=keypair)
+    return await dht.connect(public_key, keypair)
 
 
 async def dht_serve(dht, keypair, on_connection):
-    if hasattr(dht, "create_server"):
-        server = dht.create_server()
-    else:
-        from mesh.server import create_server
-        server = create_server(dht)
+    server = dht.create_server()
     server.on_connection(on_connection)
     await server.listen(keypair)
     return server
