@@ -93,9 +93,9 @@ async def worker_rows_per_s(call, model: str, shape: tuple, callers: int,
     return sum(counts) / elapsed, (after["rows"] - before["rows"]) / max(1, runs)
 
 
-def worker_settings(threads: int, executor_threads: int) -> dict:
+def worker_settings(threads: int, executor_threads: int, max_batch_size: int = 32) -> dict:
     return {"intra_op_threads": threads, "executor_threads": executor_threads,
-            "max_concurrent": executor_threads, "max_queue": 256}
+            "max_concurrent": executor_threads, "max_queue": 256, "max_batch_size": max_batch_size}
 
 
 async def inproc_workers(model_dir: Path, model: str, settings: dict) -> dict:
@@ -117,11 +117,11 @@ def rpc_calls(mesh) -> dict:
 
 
 async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, executor_threads: int,
-                modes: list[str]) -> list[dict]:
+                modes: list[str], max_batch_size: int = 32) -> list[dict]:
     """Cells are measured in interleaved rounds (raw, unbatched, batched, ...) and the
     median of the rounds is kept, so a burst of load from other processes on the
     shared machine hits all variants alike instead of one cell."""
-    settings = worker_settings(threads, executor_threads)
+    settings = worker_settings(threads, executor_threads, max_batch_size)
     mesh = None
     if "rpc" in modes:
         from worker_mesh import MeshWorkers  # scripts/bench/worker_mesh.py (mesh processes)
@@ -190,6 +190,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="", help="folder from scripts/make_models.py (default: build to a temp dir)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (raw and worker)")
     ap.add_argument("--executor-threads", type=int, default=2, help="worker executor threads = max_concurrent")
+    ap.add_argument("--max-batch-size", type=int, default=32,
+                    help="the batched worker's rows per run (16 lets two runs overlap with 32 callers)")
     ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(MODELS))
     ap.add_argument("--json", default="", help="also write the numbers to this file")
     ap.add_argument("--mode", choices=("inproc", "rpc", "both"), default="inproc",
@@ -208,7 +210,8 @@ def main(argv=None) -> int:
           f"worker executor threads {args.executor_threads}; {platform.processor() or platform.machine()}")
     for name in [m for m in args.only.split(",") if m] and set(MODELS) - set(args.only.split(",")):
         del MODELS[name]
-    results = asyncio.run(bench(model_dir, args.seconds, args.rounds, args.threads, args.executor_threads, modes))
+    results = asyncio.run(bench(model_dir, args.seconds, args.rounds, args.threads, args.executor_threads, modes,
+                                args.max_batch_size))
     print("\n" + markdown(results, modes))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
