@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mesh import crypto  # noqa: E402
 from mesh.rpc import RpcError, RpcPeer, RpcServer  # noqa: E402
 from mesh.rpc.session import session_for  # noqa: E402
+from tests.interop.rpc_cases import case_server  # noqa: E402
 from tests.interop.rpc_tcp_adapter import tcp_connect, tcp_serve  # noqa: E402
 
 
@@ -29,29 +30,8 @@ def out(obj) -> None:
     sys.stdout.flush()
 
 
-class Nope(Exception):
-    code = "E_NOPE"
-
-
 def python_server(capability: bytes | None = None) -> RpcServer:
-    events: list[str] = []
-    server = RpcServer(capability=capability)
-    server.respond("echo", lambda b: b, encoding="raw")
-    server.respond("jecho", lambda d: {"echo": d, "from": "python"}, encoding="json", inband_errors=True)
-    server.respond("mecho", lambda d: {"echo": d, "from": "python"}, encoding="msgpack")
-
-    def fail(_b):
-        raise Nope("python says no")
-
-    async def slow(b):
-        await asyncio.sleep(1.5)
-        return b
-
-    server.respond("fail", fail, encoding="raw")
-    server.respond("slow", slow, encoding="raw")
-    server.respond("note", lambda b: events.append((b or b"").decode()), encoding="raw")
-    server.respond("events", lambda _b: events, encoding="json")
-    return server
+    return case_server(error_code="E_NOPE", slow_s=1.5, capability=capability)
 
 
 async def serve(seed_hex: str, cap_hex: str | None = None) -> None:

@@ -17,32 +17,10 @@ from mesh.dht import testnet as dht_testnet
 from mesh.server import create_server
 from mesh.swarm import Swarm, SwarmConfig
 from mesh.transport import path_stats, udx_mux
+from tests.transfer import data_of, recv_sha256, send_all
 
 MB10 = 10_000_000
 TOPIC = crypto.hash(b"mesh swarm integration topic")
-
-
-def data_of(n: int, tag: bytes) -> bytes:
-    block = hashlib.sha256(tag).digest() * 2048  # 64 KiB
-    return (block * (n // len(block) + 1))[:n]
-
-
-async def send_all(conn, data: bytes, chunk: int = 65536) -> None:
-    for i in range(0, len(data), chunk):
-        if not conn.write(data[i:i + chunk]):
-            await conn.drain()
-
-
-async def recv_n(conn, n: int) -> str:
-    h = hashlib.sha256()
-    got = 0
-    async for msg in conn:
-        h.update(msg)
-        got += len(msg)
-        if got >= n:
-            break
-    assert got == n
-    return h.hexdigest()
 
 
 def swarm(tn, seed: int, **kw) -> Swarm:
@@ -68,8 +46,8 @@ async def test_python_swarms_connect_and_exchange_10mb_both_ways(firewalled):
             assert info_a.public_key == b.keypair.public_key and not info_a.client
             up, down = data_of(MB10, b"up"), data_of(MB10, b"down")
             results = await asyncio.wait_for(asyncio.gather(
-                send_all(conn_b, up), recv_n(conn_a, MB10),
-                send_all(conn_a, down), recv_n(conn_b, MB10)), 90)
+                send_all(conn_b, up), recv_sha256(conn_a, MB10),
+                send_all(conn_a, down), recv_sha256(conn_b, MB10)), 90)
             assert results[1] == hashlib.sha256(up).hexdigest()
             assert results[3] == hashlib.sha256(down).hexdigest()
             assert len(a.connections) == len(b.connections) == 1

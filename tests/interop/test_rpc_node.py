@@ -21,6 +21,7 @@ import pytest
 
 from mesh import crypto  # noqa: E402
 from mesh.rpc import RpcClient, RpcError, RpcServer  # noqa: E402
+from tests.interop.rpc_cases import case_server  # noqa: E402
 
 pytestmark = pytest.mark.interop
 
@@ -68,27 +69,7 @@ def node_server(node_harness):
 
 
 def python_methods() -> RpcServer:
-    events: list[str] = []
-    server = RpcServer()
-    server.respond("echo", lambda b: b, encoding="raw")
-    server.respond("jecho", lambda d: {"echo": d, "from": "python"}, encoding="json", inband_errors=True)
-    server.respond("mecho", lambda d: {"echo": d, "from": "python"}, encoding="msgpack")
-
-    class Nope(Exception):
-        code = "E_PY"
-
-    def fail(_b):
-        raise Nope("python says no")
-
-    async def slow(b):
-        await asyncio.sleep(2)
-        return b
-
-    server.respond("fail", fail, encoding="raw")
-    server.respond("slow", slow, encoding="raw")
-    server.respond("note", lambda b: events.append((b or b"").decode()), encoding="raw")
-    server.respond("events", lambda _b: events, encoding="json")
-    return server
+    return case_server(error_code="E_PY", slow_s=2)
 
 
 # ---------------------------------------------------------------- B: Python client -> Node server

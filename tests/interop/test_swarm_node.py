@@ -16,6 +16,7 @@ from mesh.errors import MeshError
 from mesh.swarm import Swarm, SwarmConfig
 from mesh.transport import path_stats, udx_mux
 from tests.interop.node_swarm import NodePeer, NodeTestnet, pattern
+from tests.transfer import recv_sha256, send_all
 
 pytestmark = pytest.mark.interop
 
@@ -49,30 +50,12 @@ def py_swarm(tn, seed: int, **kw) -> Swarm:
                              bootstrap=tuple(tn.bootstrap), **kw))
 
 
-async def send_all(conn, data: bytes, chunk: int = 65536) -> None:
-    for i in range(0, len(data), chunk):
-        if not conn.write(data[i:i + chunk]):
-            await conn.drain()
-
-
-async def recv_sha(conn, n: int) -> str:
-    h = hashlib.sha256()
-    got = 0
-    async for msg in conn:
-        h.update(msg)
-        got += len(msg)
-        if got >= n:
-            break
-    assert got == n
-    return h.hexdigest()
-
-
 async def exchange_10mb(conn, node: NodePeer, our_key: bytes) -> None:
     """10 MB Node -> Python and 10 MB Python -> Node at the same time."""
     key = our_key.hex()
     node.send("expect", peer=key, bytes=MB10)
     node.send("send", peer=key, bytes=MB10)
-    sha_in, _ = await asyncio.wait_for(asyncio.gather(recv_sha(conn, MB10), send_all(conn, DATA)), 120)
+    sha_in, _ = await asyncio.wait_for(asyncio.gather(recv_sha256(conn, MB10), send_all(conn, DATA)), 120)
     assert sha_in == DATA_SHA
     got = await node.wait("received", timeout=120)
     assert got["bytes"] == MB10 and got["sha256"] == DATA_SHA
@@ -144,7 +127,7 @@ async def test_python_connect_by_key_to_node_server(node_testnet, peers):
         assert conn.remote_public_key == node.public_key
         await node.wait("connection", timeout=30)
         node.send("send", peer=sw.keypair.public_key.hex(), bytes=100_000)
-        assert await recv_sha(conn, 100_000) == hashlib.sha256(pattern(100_000)).hexdigest()
+        assert await recv_sha256(conn, 100_000) == hashlib.sha256(pattern(100_000)).hexdigest()
         conn.destroy()
     finally:
         await sw.destroy()
