@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 
 from nacl import bindings as _nb
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 from nacl.exceptions import BadSignatureError as _BadSignature
 from nacl.exceptions import CryptoError as _NaclCryptoError
 
@@ -156,15 +158,36 @@ SECRETSTREAM_ABYTES = 17
 TAG_MESSAGE = 0
 
 
+# The per-message calls go to libsodium through pynacl's own cffi handle: the
+# nacl.bindings wrappers re-check every argument with Python-level `ensure`
+# calls and copy the output twice, which cost more than the cipher itself on
+# the small messages RPC sends.
+_alloc = _ffi.new_allocator(should_clear_after_alloc=False)
+_ss_push = _lib.crypto_secretstream_xchacha20poly1305_push
+_ss_pull = _lib.crypto_secretstream_xchacha20poly1305_pull
+
+
 class SecretStreamPush:
     """Encrypting half of crypto_secretstream_xchacha20poly1305."""
 
     def __init__(self, key: bytes):
         self._state = _nb.crypto_secretstream_xchacha20poly1305_state()
         self.header = _nb.crypto_secretstream_xchacha20poly1305_init_push(self._state, key)
+        self._st = self._state.statebuf
 
     def push(self, plaintext: bytes, tag: int = TAG_MESSAGE) -> bytes:
-        return _nb.crypto_secretstream_xchacha20poly1305_push(self._state, plaintext, None, tag)
+        return self.push_framed(plaintext, 0, tag)
+
+    def push_framed(self, plaintext: bytes | memoryview, prefix: int, tag: int = TAG_MESSAGE) -> bytes:
+        """The ciphertext after `prefix` bytes holding its length (little-endian; 0 = no prefix)."""
+        mlen = len(plaintext)
+        clen = mlen + SECRETSTREAM_ABYTES
+        out = _alloc("unsigned char[]", prefix + clen)
+        if prefix:
+            _ffi.memmove(out, clen.to_bytes(prefix, "little"), prefix)
+        m = plaintext if type(plaintext) is bytes else _ffi.from_buffer(plaintext)
+        _ss_push(self._st, out + prefix, _ffi.NULL, m, mlen, _ffi.NULL, 0, tag)
+        return _ffi.buffer(out)[:]
 
 
 class SecretStreamPull:
@@ -178,10 +201,17 @@ class SecretStreamPull:
             _nb.crypto_secretstream_xchacha20poly1305_init_pull(self._state, header, key)
         except (_NaclCryptoError, ValueError) as e:
             raise CryptoError("bad secretstream header") from e
+        self._st = self._state.statebuf
+        self._tag = _ffi.new("unsigned char *")
 
-    def pull(self, ciphertext: bytes) -> tuple[bytes, int]:
+    def pull(self, ciphertext: bytes | memoryview) -> tuple[bytes, int]:
         """Return (plaintext, tag); raise CryptoError if the frame does not verify."""
-        try:
-            return _nb.crypto_secretstream_xchacha20poly1305_pull(self._state, ciphertext, None)
-        except (_NaclCryptoError, ValueError, RuntimeError) as e:
-            raise CryptoError("secretstream frame failed to verify") from e
+        clen = len(ciphertext)
+        if clen < SECRETSTREAM_ABYTES:
+            raise CryptoError("secretstream frame failed to verify")
+        mlen = clen - SECRETSTREAM_ABYTES
+        out = _alloc("unsigned char[]", mlen or 1)
+        c = ciphertext if type(ciphertext) is bytes else _ffi.from_buffer(ciphertext)
+        if _ss_pull(self._st, out, _ffi.NULL, self._tag, c, clen, _ffi.NULL, 0) != 0:
+            raise CryptoError("secretstream frame failed to verify")
+        return _ffi.buffer(out, mlen)[:], self._tag[0]

@@ -78,29 +78,35 @@ class SecretStream:
         """One framed, encrypted message (empty = keepalive)."""
         if len(message) > MAX_MESSAGE:
             raise EncodeError(f"message of {len(message)} bytes exceeds the {MAX_MESSAGE}-byte frame limit")
-        c = self._push.push(message)
-        return len(c).to_bytes(3, "little") + c
+        return self._push.push_framed(message, 3)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
         """Feed stream bytes; return the complete messages they finish."""
         if self._failed:
             raise CryptoError("secret-stream already failed")
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            view = memoryview(buf)
+        else:
+            # Nothing pending: read the frames in place; only a trailing partial
+            # frame is copied into the buffer.
+            view = memoryview(data)
         out: list[bytes] = []
-        pos, n = 0, len(buf)
+        pos, n = 0, len(view)
+        frame = None
         try:
             while n - pos >= 3:
-                flen = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+                flen = view[pos] | (view[pos + 1] << 8) | (view[pos + 2] << 16)
                 if flen > self.max_frame:
                     self.counters["oversized"] += 1
                     raise FrameTooLarge(f"frame of {flen} bytes exceeds the {self.max_frame}-byte limit")
                 if n - pos - 3 < flen:
                     break
-                frame = bytes(buf[pos + 3 : pos + 3 + flen])
+                frame = view[pos + 3 : pos + 3 + flen]
                 pos += 3 + flen
                 if self._pull is None:
-                    self._start_pull(frame)
+                    self._start_pull(bytes(frame))
                     continue
                 plain, _tag = self._pull.pull(frame)
                 if plain:
@@ -112,7 +118,12 @@ class SecretStream:
             self.counters["bad_frames"] += 1
             raise
         finally:
-            del buf[:pos]
+            frame = None  # its export of the buffer must end before the buffer shrinks
+            view.release()
+            if buf:
+                del buf[:pos]
+            elif pos < n:
+                buf += data[pos:]
         self.counters["messages"] += len(out)
         return out
 

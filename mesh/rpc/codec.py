@@ -20,6 +20,7 @@ Decoders raise only ValueDecodeError; encoders only ValueEncodeError.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,13 +66,40 @@ def unframe(view: memoryview) -> memoryview | None:
 
 # ---------------------------------------------------------------- msgpack + numpy
 
+# msgpack.packb builds a Packer with a 256 KiB buffer on every call (and the
+# nested call for an ndarray header makes glibc map and unmap it each time):
+# one Packer per thread, reused, costs a fraction. A Packer is not reentrant, so
+# ndarray headers are built without it (and cached by dtype and shape).
+_packers = threading.local()
+_HEADER_CACHE_MAX = 256
+_headers: dict[tuple[str, tuple[int, ...]], bytes] = {}
+
+
+def _packer() -> msgpack.Packer:
+    p = getattr(_packers, "packer", None)
+    if p is None:
+        p = _packers.packer = msgpack.Packer(default=_pack_default, use_bin_type=True, autoreset=True)
+    return p
+
+
+def _ndarray_header(dtype_str: str, shape: tuple[int, ...]) -> bytes:
+    key = (dtype_str, shape)
+    header = _headers.get(key)
+    if header is None:
+        header = msgpack.packb([dtype_str, list(shape)], use_bin_type=True)
+        if len(_headers) >= _HEADER_CACHE_MAX:
+            _headers.clear()
+        _headers[key] = header
+    return header
+
+
 def _pack_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind not in _ALLOWED_KINDS:
             raise TypeError(f"numpy dtype {obj.dtype} cannot be sent")
         # (ascontiguousarray would turn a 0-d array into a 1-d one)
         arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
-        header = msgpack.packb([arr.dtype.str, list(obj.shape)])
+        header = _ndarray_header(arr.dtype.str, obj.shape)
         return msgpack.ExtType(EXT_NDARRAY, b"".join((header, arr.reshape(-1).data)))  # one copy
     if isinstance(obj, np.generic):
         return obj.item()
@@ -80,30 +108,72 @@ def _pack_default(obj: Any) -> Any:
     raise TypeError(f"cannot msgpack a {type(obj).__name__}")
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code != EXT_NDARRAY:
-        return msgpack.ExtType(code, data)
+def _read_header_fast(data: bytes) -> tuple[str, list[int], int] | None:
+    """(dtype str, shape, offset) for the header form we write ([fixstr, [uints]]), else None."""
+    n = len(data)
+    if n < 3 or data[0] != 0x92 or data[1] & 0xE0 != 0xA0:
+        return None
+    slen = data[1] & 0x1F
+    pos = 2 + slen
+    if pos >= n:
+        return None
+    try:
+        dtype_str = data[2:pos].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    a = data[pos]
+    if a & 0xF0 != 0x90:
+        return None
+    pos += 1
+    shape = []
+    for _ in range(a & 0x0F):
+        if pos >= n:
+            return None
+        b = data[pos]
+        if b < 0x80:
+            shape.append(b)
+            pos += 1
+            continue
+        width = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}.get(b)
+        if width is None or pos + 1 + width > n:
+            return None
+        shape.append(int.from_bytes(data[pos + 1:pos + 1 + width], "big"))
+        pos += 1 + width
+    return dtype_str, shape, pos
+
+
+def _read_header(data: bytes) -> tuple[object, object, int]:
+    fast = _read_header_fast(data)
+    if fast is not None:
+        return fast
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(data) or 1)
     unpacker.feed(data)
     header = unpacker.unpack()
-    offset = unpacker.tell()
-    if not (isinstance(header, list) and len(header) == 2 and isinstance(header[0], str)
-            and isinstance(header[1], list) and all(type(d) is int and d >= 0 for d in header[1])):
+    if not (isinstance(header, list) and len(header) == 2):
         raise DecodeError("bad ndarray header")
-    dtype = np.dtype(header[0])
+    return header[0], header[1], unpacker.tell()
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code != EXT_NDARRAY:
+        return msgpack.ExtType(code, data)
+    dtype_str, shape, offset = _read_header(data)
+    if not (isinstance(dtype_str, str) and isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+        raise DecodeError("bad ndarray header")
+    dtype = np.dtype(dtype_str)
     if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise DecodeError(f"refused ndarray dtype {header[0]!r}")
+        raise DecodeError(f"refused ndarray dtype {dtype_str!r}")
     count = 1
-    for d in header[1]:
+    for d in shape:
         count *= d
     if count * dtype.itemsize != len(data) - offset:
         raise DecodeError("ndarray shape does not match its data")
-    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(header[1])
+    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
 
 
 def _msgpack_encode(value: Any) -> bytes:
     try:
-        return frame(msgpack.packb(value, default=_pack_default, use_bin_type=True))
+        return frame(_packer().pack(value))
     except (TypeError, ValueError, OverflowError) as e:
         raise ValueEncodeError(f"cannot msgpack value: {e}") from None
 

@@ -101,3 +101,18 @@ def test_garbage_never_crashes(data):
         b.feed(data)
     except (CryptoError, DecodeError):
         pass
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3000), min_size=1, max_size=6), st.data())
+def test_frames_split_at_any_points_decrypt_in_order(sizes, data):
+    """Chunks that end mid-frame, hold several frames, or start on a frame boundary."""
+    a, b = pair()
+    messages = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    wire = a.header_frame + b"".join(a.encrypt(m) for m in messages)
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(wire) - 1), max_size=8)))
+    got = []
+    for lo, hi in zip([0, *cuts], [*cuts, len(wire)]):
+        got += b.feed(memoryview(wire)[lo:hi])
+    assert got == [m for m in messages if m]
+    assert b.counters["keepalives"] == sum(1 for m in messages if not m)
