@@ -39,6 +39,7 @@ def udx_mux(dht) -> UDXMux:
     mux = _muxes.get(dht)
     if mux is None:
         mux = UDXMux(lambda data, addr: dht.send_raw(data, addr, dht.io.server))
+        mux.use_endpoint(dht.io.server)
         dht.set_udx_handler(lambda data, addr, _socket: mux.on_datagram(data, addr))
         grow_buffers(dht.io.server)
         _muxes[dht] = mux

@@ -75,6 +75,7 @@ class ModelConfig:
     max_concurrent: int | None = None
     max_queue: int | None = None
     inline_max_us: float | None = None
+    split_bursts: bool | None = None
 
 
 @dataclass(frozen=True)

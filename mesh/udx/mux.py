@@ -24,6 +24,10 @@ from .stream import UDXStream
 _HEADER = P.HEADER
 
 
+def _nothing() -> None:
+    pass
+
+
 class UDXMux:
     def __init__(
         self,
@@ -32,6 +36,10 @@ class UDXMux:
         streams: dict[int, UDXStream] | None = None,
     ):
         self.send = send
+        # Bracket a burst of sends (`hold()` ... `release()`) so that the socket
+        # can pass them to the kernel together; no-ops unless `use_endpoint` set them.
+        self.hold: Callable[[], None] = _nothing
+        self.release: Callable[[], None] = _nothing
         self.config = config
         # Muxes of one node's several sockets may share one id table: an unconnected
         # stream then attaches to whichever socket its first packet arrives on.
@@ -48,7 +56,14 @@ class UDXMux:
         grow_buffers(ep)
         mux.endpoint = ep
         mux.send = ep.sendto
+        mux.use_endpoint(ep)
         return mux
+
+    def use_endpoint(self, ep: DatagramEndpoint) -> None:
+        """Bracket bursts with `ep`'s hold/release when it has them (mesh.net.UDPEndpoint)."""
+        hold, release = getattr(ep, "hold", None), getattr(ep, "release", None)
+        if hold is not None and release is not None:
+            self.hold, self.release = hold, release
 
     @property
     def address(self) -> Address | None:

@@ -114,7 +114,12 @@ class UDXStream:
 
     def write(self, data: bytes) -> bool:
         """Queue bytes; False means the buffer is full: `await drain()`."""
-        ok = self.engine.write(data, self._loop.time())
+        mux = self._mux
+        mux.hold()
+        try:
+            ok = self.engine.write(data, self._loop.time())
+        finally:
+            mux.release()
         self._schedule()
         return ok
 
@@ -243,7 +248,12 @@ class UDXStream:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.engine.handle_timer(self._loop.time())
+        mux = self._mux
+        mux.hold()
+        try:
+            self.engine.handle_timer(self._loop.time())
+        finally:
+            mux.release()
         self._schedule()
 
 

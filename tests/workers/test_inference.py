@@ -360,3 +360,26 @@ async def test_file_that_is_not_onnx_fails_to_load(tmp_path, model_dir, manifest
     assert e.value.code == "MODEL_LOAD_FAILED" and "onnxruntime cannot load" in str(e.value)
     assert w.state == "serving"
     await w.stop()
+
+
+@pytest.mark.parametrize("split", [True, False])
+async def test_burst_after_callers_were_away_runs_as_two_halves(model_dir, split):
+    """Callers that spend a while away between bursts (a network round trip) get
+    their burst split in two back-to-back runs, so half of them are on the wire
+    while the other half computes; with split_bursts off it runs whole."""
+    worker = InferenceWorker(config(model_dir, serve=("conv-small",), inline_max_us=0.0, split_bursts=split))
+    await worker.start()
+    rng = np.random.default_rng(0)
+    rows = [rng.standard_normal((1, 3, 64, 64)).astype(np.float32) for _ in range(32)]
+
+    async def burst():
+        return await asyncio.wait_for(asyncio.gather(
+            *[worker.call("infer", {"model": "conv-small", "inputs": {"x": r}}) for r in rows]), 20)
+
+    first = await burst()          # warm-up: the model's run time becomes known
+    await asyncio.sleep(0.3)       # the callers' time away (far above half a run)
+    second = await burst()
+    assert sorted(r["batch_size"] for r in second) == ([16] * 32 if split else [32] * 32)
+    for a, b in zip(first, second):  # the same rows give the same answers however they were batched
+        np.testing.assert_allclose(a["outputs"]["y"], b["outputs"]["y"], rtol=1e-5, atol=1e-6)
+    await worker.stop()

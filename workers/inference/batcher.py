@@ -19,7 +19,14 @@ completes inline would never yield, and concurrent callers would go unnoticed. O
 model is in flight (there is load) and the waiting rows do not fill a batch,
 dispatch waits further: at most `max_delay_ms` after the oldest request
 arrived, capped at half the model's recent run time so the wait never
-dominates. A run takes full batches (see `_take`). Models for which
+dominates. A run takes full batches (see `_take`), except that a burst that
+finds the model idle is split (`split_bursts`): callers in a closed loop
+(each waits for its answer before sending again) otherwise arrive together,
+wait together, and leave the executor idle while the transport carries a
+whole batch's replies and the next requests. Run as two halves back to back,
+half the callers are on the wire while the other half computes; the second
+half, and rows that arrive meanwhile, wait for the run in flight instead of
+starting beside it, unless they fill a batch. Models for which
 batching does not pay are served with `batching = false` per model; the same
 queue and capacity rules apply with one request per run.
 
@@ -54,6 +61,10 @@ class ServingConfig:
     max_delay_ms: longest a request waits for others to join its batch (only
     under load; see the module doc). max_concurrent: runs in flight at once.
     max_queue: requests allowed to wait beyond those running; past it, BUSY.
+    split_bursts: a burst of more than half a batch that finds the model idle
+    runs as two half batches back to back, so that the first half's replies
+    travel (and its callers send their next requests) while the second half
+    computes; see the module doc.
     inline_max_us: run on the event-loop thread, skipping the executor hop
     (~100-200 us on a busy 2-core machine), while the model's recent run time
     is at most this; 0 disables. Only tiny models qualify, so the loop is never
@@ -66,6 +77,7 @@ class ServingConfig:
     max_concurrent: int = 2
     max_queue: int = 128
     inline_max_us: float = 200.0
+    split_bursts: bool = True
 
     def __post_init__(self):
         if (self.max_batch_size < 1 or self.max_concurrent < 1 or self.max_queue < 0 or self.max_delay_ms < 0
@@ -108,6 +120,8 @@ class Dispatcher:
         self._timer_fired = False
         self._ewma_run_s: float | None = None
         self._ewma_requests = 1.0
+        self._splitting = False  # pipelined half batches are running back to back
+        self._idle_since: float | None = None
 
     # ------------------------------------------------------------ public
 
@@ -167,12 +181,17 @@ class Dispatcher:
 
         Requests that arrive in the same loop turn (callers woken by one batch)
         gather first, except for a lone caller (see `_lone`). A further wait
-        (the timer) only happens while another run is in flight."""
+        (the timer) only happens while another run is in flight; while split
+        runs are in flight, a partial batch waits for them to end instead."""
         if not self._soon_passed and not self._lone():
             if self._soon is None:
                 self._soon = self._loop.call_soon(self._after_soon)
             return True
-        if self._running == 0 or self._pending_rows >= self.config.max_batch_size or self._timer_fired:
+        if self._running == 0 or self._pending_rows >= self.config.max_batch_size:
+            return False
+        if self._splitting:
+            return True  # the run in flight ends soon and takes these then (_run's _pump)
+        if self._timer_fired:
             return False
         delay = self.config.max_delay_ms / 1000
         if self._ewma_run_s is not None:
@@ -212,6 +231,11 @@ class Dispatcher:
         raw batch-32 throughput for the mid MLP and one full batch 0.75x; rows
         beyond a full batch still go to the next free slot."""
         limit = self.config.max_batch_size
+        if self._running == 0:
+            if (self.batching and self.config.split_bursts and limit > 1 and self._pending_rows > limit // 2
+                    and len(self._pending) > 1 and not self._inline() and self._callers_away()):
+                limit = min(limit, (self._pending_rows + 1) // 2)
+                self._splitting = True
         batch: list[_Item] = []
         rows = 0
         while self._pending:
@@ -235,8 +259,20 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _callers_away(self) -> bool:
+        """Did the model sit idle, since its last run, for a good part of a run
+        time? Then its callers spend that long away (a network round trip) and a
+        split run overlaps it; callers in this process return at once and
+        splitting would only make the runs smaller."""
+        run_s = self._ewma_run_s
+        return run_s is not None and self._idle_since is not None and \
+            self._loop.time() - self._idle_since >= run_s / 2
+
     def _update_idle(self) -> None:
         if not self._pending and self._running == 0:
+            self._splitting = False
+            if not self._idle.is_set():
+                self._idle_since = self._loop.time()
             self._idle.set()
 
     async def _run(self, batch: list[_Item]) -> None:
