@@ -56,7 +56,7 @@ async def connect(dht, public_key: bytes, *, keypair: crypto.KeyPair,
     try:
         wrap = NoiseWrap(keypair, public_key)
         msg1 = wrap.send(NoisePayload(
-            firewall=firewall_of(dht), addresses4=our_addresses(dht), udx=UdxInfo(id=stream.local_id),
+            firewall=firewall_of(dht), addresses4=our_addresses(dht), udx=UdxInfo(id=stream.local_id, large_datagrams=True),
         ))
         try:
             reply = await asyncio.wait_for(
@@ -69,7 +69,7 @@ async def connect(dht, public_key: bytes, *, keypair: crypto.KeyPair,
         stats[path.kind.value] = stats.get(path.kind.value, 0) + 1
         address = await _open_path(dht, path)
         conn = secure_connection(stream, wrap.final())  # before early packets are replayed
-        connect_stream(stream, remote.udx.id, address)
+        connect_stream(stream, remote.udx.id, address, large_datagrams=remote.udx.large_datagrams)
         return conn
     except BaseException as e:
         # with the reason: a failed stream does not linger in the mux like a clean close

@@ -8,6 +8,12 @@ flag 1 holepunch, 2 addresses4, 4 addresses6, 8 udx, 16 secretStream,
 tolerated (newer peers may append fields). A version other than 1 decodes to a
 payload with only `version` set, as hyperdht does, so the caller can answer
 VERSION_MISMATCH.
+
+The udx field's `features` uint carries bit 1 (reusableSocket, hyperdht's).
+Bit 64 is this project's: LARGE_DATAGRAMS, "I read UDX datagrams of any size
+up to 64 KiB" (libudx reads at most 2,048 bytes). hyperdht reads only bit 1 and
+never sets 64, so a Node peer neither sees nor claims it; two Python peers use
+it to send larger packets on loopback paths (mesh.transport).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ FIREWALL_UNKNOWN, FIREWALL_OPEN, FIREWALL_CONSISTENT, FIREWALL_RANDOM = 0, 1, 2,
 ERROR_NONE, ERROR_ABORTED, ERROR_VERSION_MISMATCH, ERROR_TRY_LATER = 0, 1, 2, 3
 
 MAX_ADDRESSES = 64
+UDX_REUSABLE_SOCKET = 1
+UDX_LARGE_DATAGRAMS = 64
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class UdxInfo:
     seq: int = 0
     reusable_socket: bool = False
     version: int = 1
+    large_datagrams: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,8 @@ def encode_noise_payload(p: NoisePayload) -> bytes:
         out.append(enc.array(p.addresses6, _ipv6))
     if p.udx:
         u = p.udx
-        out += [enc.uint(1), enc.uint(1 if u.reusable_socket else 0), enc.uint(u.id), enc.uint(u.seq)]
+        features = (UDX_REUSABLE_SOCKET if u.reusable_socket else 0) | (UDX_LARGE_DATAGRAMS if u.large_datagrams else 0)
+        out += [enc.uint(1), enc.uint(features), enc.uint(u.id), enc.uint(u.seq)]
     if p.secret_stream is not None:
         out.append(enc.uint(1))
     if p.relay_through:
@@ -129,7 +139,8 @@ def decode_noise_payload(buf: bytes) -> NoisePayload:
         uversion, features, uid, useq = r.uint(), r.uint(), r.uint(), r.uint()
         if uid > 0xFFFFFFFF:
             raise DecodeError("udx stream id out of range")
-        udx = UdxInfo(id=uid, seq=useq, reusable_socket=bool(features & 1), version=uversion)
+        udx = UdxInfo(id=uid, seq=useq, reusable_socket=bool(features & UDX_REUSABLE_SOCKET), version=uversion,
+                      large_datagrams=bool(features & UDX_LARGE_DATAGRAMS))
     secret_stream = r.uint() if flags & 16 else None
     relay_through = None
     if flags & 32:

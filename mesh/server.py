@@ -186,7 +186,7 @@ class Server:
         reply = wrap.send(NoisePayload(
             firewall=firewall_of(self.dht),
             addresses4=our_addresses(self.dht),
-            udx=UdxInfo(id=stream.local_id),
+            udx=UdxInfo(id=stream.local_id, large_datagrams=True),
             relay_addresses=self.relay_addresses or None,
         ))
         connects_now = server_connects_now(client_firewall=remote.firewall, direct=direct)
@@ -195,7 +195,7 @@ class Server:
         conn.closed.add_done_callback(lambda _f: self._connections.discard(conn))
         # Reported once the client's stream is reachable (at once, or on its first packet).
         connect_stream(stream, remote.udx.id, client if connects_now else None,
-                       on_connected=lambda: self._emit(conn))
+                       on_connected=lambda: self._emit(conn), large_datagrams=remote.udx.large_datagrams)
         return reply
 
     async def _refused(self, remote_key: bytes, payload: NoisePayload, client: Address) -> bool:

@@ -115,6 +115,16 @@ class UDXEngine:
 
     # ---------------------------------------------------------------- public inputs
 
+    def set_mtu(self, mtu: int) -> None:
+        """A known path MTU (a loopback path to a peer that reads large datagrams):
+        packets from now on carry up to mtu - 48 bytes; no probing."""
+        if not 1200 <= mtu <= 65535:
+            raise ValueError(f"MTU {mtu} is outside 1200..65535")
+        self.mtu = mtu
+        self.mss = mtu - 48
+        self._probe_at = None
+        self._probe_pkt = None
+
     def connect(self, remote_id: int, now: float, seq: int = 0, ack: int = 0) -> None:
         """Set the peer's stream id (and optionally initial sequence numbers)."""
         self.remote_id = remote_id

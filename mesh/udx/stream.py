@@ -62,6 +62,9 @@ class UDXStream:
         self.on_connected: Callable[[], None] | None = None
         self._early: list[tuple["UDXMux", bytes, Address]] | None = None
         self._early_limit = 0
+        # Set before connecting when the peer reads datagrams larger than any
+        # link MTU: used if the peer's address turns out to be on loopback.
+        self.loopback_mtu: int | None = None
 
     # ------------------------------------------------------------ setup
 
@@ -101,6 +104,8 @@ class UDXStream:
     def _connect_to(self, address: Address) -> None:
         assert self.remote_id is not None
         self.remote_address = address
+        if self.loopback_mtu is not None and address[0].startswith("127."):
+            self.engine.set_mtu(self.loopback_mtu)
         seq, ack = self._pending_seq
         self.engine.connect(self.remote_id, self._loop.time(), seq, ack)
         self._schedule()

@@ -14,6 +14,7 @@ from mesh.connect_errors import ConnectionRefusedByPeer, HandshakeTimeoutError, 
 from mesh.dht import messages as m
 from mesh.errors import TimeoutError_
 from mesh.dht import testnet as dht_testnet
+from mesh.transport import LOOPBACK_LARGE_MTU
 from mesh.server import create_server
 from mesh.swarm import Swarm, SwarmConfig
 from mesh.transport import path_stats, udx_mux
@@ -44,6 +45,8 @@ async def test_python_swarms_connect_and_exchange_10mb_both_ways(firewalled):
             conn_a, info_a = await next_conn(a)
             assert info_b.public_key == a.keypair.public_key and info_b.topics == [TOPIC]
             assert info_a.public_key == b.keypair.public_key and not info_a.client
+            # both read large datagrams and the path is loopback: 16 KiB packets
+            assert conn_a.stream.engine.mss == conn_b.stream.engine.mss == LOOPBACK_LARGE_MTU - 48
             up, down = data_of(MB10, b"up"), data_of(MB10, b"down")
             results = await asyncio.wait_for(asyncio.gather(
                 send_all(conn_b, up), recv_sha256(conn_a, MB10),

@@ -75,6 +75,7 @@ async def test_python_server_node_client(node_testnet, peers, firewalled):
         assert info.public_key == node.public_key
         ev = await node.wait("connection", timeout=30)
         assert ev["public_key"] == sw.keypair.public_key.hex() and ev["topics"] == [topic.hex()]
+        assert conn.stream.engine.mss <= 1500 - 48  # libudx reads 2 KiB at most: never large packets to Node
         await exchange_10mb(conn, node, sw.keypair.public_key)
     finally:
         await sw.destroy()
@@ -93,6 +94,7 @@ async def test_node_server_python_client(node_testnet, peers, firewalled):
         await node.wait("connection", timeout=30)
         # reachable: the Node server dials us back; firewalled: PING its local address, dial it
         assert path_stats(sw.dht) == ({"lan": 1} if firewalled else {"passive": 1})
+        assert conn.stream.engine.mss <= 1500 - 48
         await exchange_10mb(conn, node, sw.keypair.public_key)
     finally:
         await sw.destroy()

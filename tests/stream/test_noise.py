@@ -138,6 +138,16 @@ def test_payload_roundtrip_all_fields():
     assert decode_noise_payload(b"\x02").version == 2
 
 
+def test_large_datagrams_feature_bit_sits_beside_reusable_socket():
+    """Bit 64 of udx.features is the mesh's; hyperdht reads only bit 1 of it."""
+    both = UdxInfo(id=7, reusable_socket=True, large_datagrams=True)
+    wire = encode_noise_payload(NoisePayload(udx=both))
+    assert wire == bytes([1, 8 | 16, 0, 0]) + bytes([1, 65, 7, 0]) + bytes([1])  # header | udx | secretStream
+    assert decode_noise_payload(wire).udx == both
+    plain = decode_noise_payload(bytes([1, 8, 0, 0, 1, 1, 7, 0]))  # what a Node peer sends
+    assert plain.udx.reusable_socket and not plain.udx.large_datagrams
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_payload_decoder_never_crashes(data):
