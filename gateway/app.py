@@ -24,6 +24,7 @@ from .directory import WorkerDirectory
 from .dispatch import Dispatcher
 from .errors import (BadRequest, DeadlineExceeded, GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge,
                      RateLimited, error_body, http_status)
+from .jsonio import json_response
 from .limits import RateLimiter, retry_after_header
 from .metrics import Metrics
 
@@ -109,7 +110,7 @@ def _error_response(request: web.Request, error: GatewayError) -> web.Response:
         headers["Retry-After"] = "1"   # busy or between workers: worth a retry soon
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="inference-mesh"'
-    return web.json_response(body, status=status, headers=headers)
+    return json_response(body, status=status, headers=headers)
 
 
 _HTTP_ERRORS = {404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge}

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 from aiohttp import web
 
-from . import tensors
+from . import jsonio, tensors
 from .errors import InvalidTensor, MalformedJSON, PayloadTooLarge, UnsupportedMediaType, WorkerFailed
+from .jsonio import json_response
 
-JSON = "application/json"
+JSON = jsonio.JSON
 
 
 def check_length(request: web.Request, limit: int) -> None:
@@ -25,7 +24,7 @@ async def read_json(request: web.Request, limit: int) -> object:
     check_length(request, limit)
     raw = await request.read()
     try:
-        return json.loads(raw)
+        return jsonio.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedJSON(f"body is not valid JSON: {e}") from None
 
@@ -78,4 +77,4 @@ def outputs_response(request: web.Request, model: str, reply: dict, worker: str)
             "X-Tensor-Dtype": tensors.dtype_name(arr.dtype)})
     body = {"model": model, "version": reply.get("version"), "worker": worker,
             "outputs": {k: tensors.to_json(a) for k, a in arrays.items()}}
-    return web.json_response(body)
+    return json_response(body)

@@ -12,6 +12,7 @@ from .app import ANY, DEADLINE, PUBLIC, gateway_of
 from .bodies import output_arrays, read_json
 from .catalogue import check_model_id
 from .errors import InvalidTensor, ModelNotReady, NoWorkers
+from .jsonio import json_response
 from .tensors import check_shape, dtype_name, validate
 
 # Open Inference Protocol datatype <-> numpy dtype name
@@ -62,15 +63,15 @@ def decode_inputs(body: object) -> tuple[dict[str, np.ndarray], list[str] | None
 
 
 async def live(request: web.Request) -> web.Response:
-    return web.json_response({"live": True})
+    return json_response({"live": True})
 
 
 async def ready(request: web.Request) -> web.Response:
-    return web.json_response({"ready": True})
+    return json_response({"ready": True})
 
 
 async def server_metadata(request: web.Request) -> web.Response:
-    return web.json_response({"name": "inference-mesh-gateway", "version": __version__, "extensions": []})
+    return json_response({"name": "inference-mesh-gateway", "version": __version__, "extensions": []})
 
 
 async def model_metadata(request: web.Request) -> web.Response:
@@ -78,7 +79,7 @@ async def model_metadata(request: web.Request) -> web.Response:
     name = check_model_id(request.match_info["name"])
     sig = await gw.catalogue.require_signature(name, request[DEADLINE])
     version = sig.get("version")
-    return web.json_response({"name": name, "versions": [str(version)] if version is not None else [],
+    return json_response({"name": name, "versions": [str(version)] if version is not None else [],
                               "platform": sig.get("platform", "onnxruntime_onnx"),
                               "inputs": _tensor_meta(sig.get("inputs")), "outputs": _tensor_meta(sig.get("outputs"))})
 
@@ -90,7 +91,7 @@ async def model_ready(request: web.Request) -> web.Response:
         await gw.dispatcher.candidates(name, request[DEADLINE])
     except NoWorkers as e:
         raise ModelNotReady(f"model {name!r} is not ready: {e.message}") from None
-    return web.json_response({"name": name, "ready": True})
+    return json_response({"name": name, "ready": True})
 
 
 async def infer(request: web.Request) -> web.Response:
@@ -116,7 +117,7 @@ async def infer(request: web.Request) -> web.Response:
     out = {"model_name": name, "model_version": str(reply.get("version") or ""), "outputs": result}
     if isinstance(body, dict) and "id" in body:
         out["id"] = body["id"]
-    return web.json_response(out)
+    return json_response(out)
 
 
 ROUTES = [

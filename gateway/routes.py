@@ -12,6 +12,7 @@ from .app import ANY, DEADLINE, PUBLIC, gateway_of
 from .bodies import check_length, outputs_response, read_inputs
 from .catalogue import UploadRequest, check_model_id
 from .errors import BadRequest, LengthRequired, UnsupportedMediaType
+from .jsonio import json_response
 from .metrics import CONTENT_TYPE
 from .openapi import spec
 from .tensors import validate
@@ -20,7 +21,7 @@ DASHBOARD = pathlib.Path(__file__).with_name("static") / "dashboard.html"
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "version": __version__})
+    return json_response({"status": "ok", "version": __version__})
 
 
 async def status(request: web.Request) -> web.Response:
@@ -28,7 +29,7 @@ async def status(request: web.Request) -> web.Response:
     services = gw.directory.services()
     topics = [{"name": s, "topic": gw.topic_hex(s), "workers": gw.dispatcher.worker_report(s)} for s in services]
     models = [s for s in services if s != gw.config.model_manager]
-    return web.json_response({
+    return json_response({
         "gateway": {"version": __version__, "uptime_s": round(time.time() - gw.started, 3),
                     "strategy": gw.config.strategy, "namespace": gw.config.namespace},
         "discovery": gw.directory.describe(),
@@ -53,21 +54,21 @@ async def infer(request: web.Request) -> web.Response:
 
 async def list_models(request: web.Request) -> web.Response:
     gw = gateway_of(request)
-    return web.json_response(await gw.catalogue.list(request.query.get("type"), request.query.get("tag"),
+    return json_response(await gw.catalogue.list(request.query.get("type"), request.query.get("tag"),
                                                      request[DEADLINE]))
 
 
 async def get_model(request: web.Request) -> web.Response:
     gw = gateway_of(request)
     model = check_model_id(request.match_info["modelId"])
-    return web.json_response(await gw.catalogue.get(model, request.query.get("version"), request[DEADLINE]))
+    return json_response(await gw.catalogue.get(model, request.query.get("version"), request[DEADLINE]))
 
 
 async def delete_model(request: web.Request) -> web.Response:
     """Delete one version (?version=) or, without it, every version of a model."""
     gw = gateway_of(request)
     model = check_model_id(request.match_info["modelId"])
-    return web.json_response(await gw.catalogue.delete(model, request.query.get("version"), request[DEADLINE]))
+    return json_response(await gw.catalogue.delete(model, request.query.get("version"), request[DEADLINE]))
 
 
 def _declared_upload(request: web.Request, limit: int) -> UploadRequest:
@@ -108,11 +109,11 @@ async def upload_model(request: web.Request) -> web.Response:
     declared = _declared_upload(request, gw.config.max_model_bytes)
     chunks = request.content.iter_chunked(gw.config.upload_chunk_bytes)
     entry, created = await gw.catalogue.upload(declared, chunks, request[DEADLINE])
-    return web.json_response(entry, status=201 if created else 200)
+    return json_response(entry, status=201 if created else 200)
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(spec())
+    return json_response(spec())
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -12,13 +12,13 @@ Every decoder raises InvalidTensor with a message naming the tensor and what is 
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from typing import Any, Mapping
 
 import numpy as np
 
+from . import jsonio
 from .errors import InvalidTensor
 
 DTYPES = ("bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
@@ -110,7 +110,7 @@ def decode_multi(body: bytes) -> dict[str, np.ndarray]:
     if 4 + n > len(body):
         raise InvalidTensor(f"x-mesh-tensors header length {n} runs past the body ({len(body)} bytes)")
     try:
-        header = json.loads(body[4:4 + n])
+        header = jsonio.loads(body[4:4 + n])
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidTensor(f"x-mesh-tensors header is not JSON: {e}") from None
     specs = header.get("tensors") if isinstance(header, dict) else None
@@ -139,8 +139,8 @@ def little_endian(arr) -> np.ndarray:
 def encode_multi(tensors: Mapping[str, np.ndarray]) -> bytes:
     """An application/x-mesh-tensors body of `tensors`."""
     arrays = {k: little_endian(v) for k, v in tensors.items()}
-    header = json.dumps({"tensors": [{"name": k, "shape": list(a.shape), "dtype": dtype_name(a.dtype)}
-                                     for k, a in arrays.items()]}).encode()
+    header = jsonio.dumps({"tensors": [{"name": k, "shape": list(a.shape), "dtype": dtype_name(a.dtype)}
+                                       for k, a in arrays.items()]})
     return b"".join([struct.pack(">I", len(header)), header, *(a.tobytes() for a in arrays.values())])
 
 

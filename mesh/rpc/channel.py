@@ -101,12 +101,22 @@ class RpcChannel:
         if timeout is None:
             timeout = self.config.default_timeout
         try:
-            self.session.send(self.channel, M.REQUEST, payload)
+            session = self.session
+            session.send(self.channel, M.REQUEST, payload)
             if timeout is None:
-                await self.session.drain()
+                await session.drain()
                 return await fut
+            if not session.must_drain():
+                # The common case: only the reply to wait for; a timer on the
+                # future is cheaper than a cancel scope around the task.
+                loop = asyncio.get_running_loop()
+                timer = loop.call_at(loop.time() + timeout, _expire, fut)
+                try:
+                    return await fut
+                finally:
+                    timer.cancel()
             async with asyncio.timeout(timeout):
-                await self.session.drain()
+                await session.drain()
                 return await fut
         except TimeoutError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
@@ -268,8 +278,14 @@ class RpcChannel:
             return self._reply_error(rid, E.encode_failed(e.message, E.MESSAGE_TOO_LARGE))
         except E.ValueEncodeError as e:
             return self._reply_error(rid, E.encode_failed(e.message))
-        if self.session.send(self.channel, M.RESPONSE, payload):
-            await self.session.drain()
+        session = self.session
+        if session.send(self.channel, M.RESPONSE, payload) and session.must_drain():
+            await session.drain()
+
+
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def start_eagerly(coro) -> asyncio.Task | None:

@@ -63,6 +63,10 @@ def session_for(conn: Connection) -> Session:
         return s
 
 
+# A corked batch above this is written before a drain, so that the wait covers it.
+_LARGE_BATCH = 64 * 1024
+
+
 class Session:
     def __init__(self, conn: Connection, cork_writes: bool = True):
         self.conn = conn
@@ -82,6 +86,7 @@ class Session:
         self._factories: dict[tuple[str, bytes | None], Callable[[bytes | None, bytes], None]] = {}
         self._deferred: set[tuple[str, bytes | None]] = set()
         self._draining: asyncio.Future | None = None
+        self._write_blocked = False  # the connection's last write asked for a drain
         self._reader: asyncio.Task | None = None
         self._pushed = False  # the connection calls us per message (Connection.deliver_to)
 
@@ -140,7 +145,8 @@ class Session:
         if out and not self.closed:
             for message in out:
                 try:
-                    self.conn.write(message)
+                    if self.conn.write(message) is False:
+                        self._write_blocked = True
                 except (ClosedError, ConnectionError, OSError) as e:
                     self._fail(e)
                     break
@@ -153,10 +159,15 @@ class Session:
             elif type(ev) is ChannelClosed:
                 handler.on_close(ev.remote)
 
+    def must_drain(self) -> bool:
+        """Would `drain()` have anything to do (a large batch to write, or a write
+        that reported a full buffer)? When False, callers may skip awaiting it."""
+        return self._write_blocked or (self._corked and self.mux.batch_bytes > _LARGE_BATCH)
+
     async def drain(self) -> None:
         """Wait while the connection's send buffer is full. A batch that has grown
         large is written first so that the wait covers it."""
-        if self._corked and self.mux.batch_bytes > 64 * 1024:
+        if self._corked and self.mux.batch_bytes > _LARGE_BATCH:
             self.uncork()
         if self.closed:
             return
@@ -168,6 +179,7 @@ class Session:
         fut = self._draining = asyncio.get_running_loop().create_future()
         try:
             await self.conn.drain()
+            self._write_blocked = False
         finally:
             self._draining = None
             fut.set_result(None)

@@ -71,16 +71,21 @@ def session():
 # ---------------------------------------------------------------- servers
 
 async def serve_bare(port: int) -> None:
+    """The peer: aiohttp and onnxruntime with nothing between them, and the same
+    JSON library as the gateway (orjson), so that the ratio measures what the
+    gateway and the mesh add, not a JSON parser."""
+    import orjson
     from aiohttp import web
     sess = session()
 
     async def infer(request):
-        body = await request.json()
+        body = orjson.loads(await request.read())
         spec = body["inputs"]["x"]
         x = np.asarray(spec["data"], dtype=np.float32).reshape(spec["shape"])
         (y,) = sess.run(None, {"x": x})
-        return web.json_response({"outputs": {"y": {"shape": list(y.shape), "dtype": "float32",
-                                                    "data": y.ravel().tolist()}}})
+        return web.Response(body=orjson.dumps({"outputs": {"y": {"shape": list(y.shape), "dtype": "float32",
+                                                                "data": y.ravel().tolist()}}}),
+                            content_type="application/json")
 
     app = web.Application()
     app.router.add_post(f"/api/v1/inference/{MODEL_ID}", infer)
