@@ -179,7 +179,8 @@ class Worker:
                 self._m_requests.inc(name, Unavailable.code)
                 raise Unavailable(f"worker {self.config.name} is {self.state}")
             self._in_flight += 1
-            self._idle.clear()
+            if self._in_flight == 1:
+                self._idle.clear()
             t0 = time.perf_counter()
             code = "OK"
             try:

@@ -69,11 +69,12 @@ class Histogram:
     kind = "histogram"
 
     def observe(self, value: float, *labels: str) -> None:
+        # on every request several times: no helper calls inside the lock
         with self.lock:
             s = self.series.get(labels)
             if s is None:
                 s = self.series[labels] = HistogramSeries([0] * (len(self.buckets) + 1))
-            s.counts[_bucket_index(self.buckets, value)] += 1
+            s.counts[bisect.bisect_left(self.buckets, value)] += 1  # first bucket with value <= bound
             s.total += value
             s.count += 1
 
@@ -99,10 +100,6 @@ class Histogram:
                 if seen >= rank:
                     return bound
             return math.inf
-
-
-def _bucket_index(buckets: tuple[float, ...], value: float) -> int:
-    return bisect.bisect_left(buckets, value)  # first bucket with value <= bound
 
 
 Metric = Counter | Gauge | Histogram

@@ -28,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..base import Worker
 from ..errors import ChecksumMismatch, InvalidInput, ModelNotFound, ModelNotLoaded, ModelTooLarge, WorkerError
