@@ -69,10 +69,15 @@ def unframe(view: memoryview) -> memoryview | None:
 # msgpack.packb builds a Packer with a 256 KiB buffer on every call (and the
 # nested call for an ndarray header makes glibc map and unmap it each time):
 # one Packer per thread, reused, costs a fraction. A Packer is not reentrant, so
-# ndarray headers are built without it (and cached by dtype and shape).
+# ndarray headers are built without it (and cached by dtype and shape). The
+# caches are plain dicts and lists: a race between threads can only repeat work.
 _packers = threading.local()
-_HEADER_CACHE_MAX = 256
-_headers: dict[tuple[str, tuple[int, ...]], bytes] = {}
+_CACHE_MAX = 256
+# (dtype, shape) -> header bytes, for encoding
+_headers: dict[tuple[np.dtype, tuple[int, ...]], bytes] = {}
+# the most recently decoded headers: (header bytes, (dtype, shape, count, offset))
+_recent: list[tuple[bytes, tuple[np.dtype, tuple[int, ...], int, int]]] = []
+_RECENT_MAX = 8
 
 
 def _packer() -> msgpack.Packer:
@@ -82,12 +87,12 @@ def _packer() -> msgpack.Packer:
     return p
 
 
-def _ndarray_header(dtype_str: str, shape: tuple[int, ...]) -> bytes:
-    key = (dtype_str, shape)
+def _ndarray_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    key = (dtype, shape)
     header = _headers.get(key)
     if header is None:
-        header = msgpack.packb([dtype_str, list(shape)], use_bin_type=True)
-        if len(_headers) >= _HEADER_CACHE_MAX:
+        header = msgpack.packb([dtype.str, list(shape)], use_bin_type=True)
+        if len(_headers) >= _CACHE_MAX:
             _headers.clear()
         _headers[key] = header
     return header
@@ -95,12 +100,13 @@ def _ndarray_header(dtype_str: str, shape: tuple[int, ...]) -> bytes:
 
 def _pack_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
-        if obj.dtype.kind not in _ALLOWED_KINDS:
-            raise TypeError(f"numpy dtype {obj.dtype} cannot be sent")
+        dtype = obj.dtype
+        if dtype.kind not in _ALLOWED_KINDS:
+            raise TypeError(f"numpy dtype {dtype} cannot be sent")
         # (ascontiguousarray would turn a 0-d array into a 1-d one)
         arr = obj if obj.flags.c_contiguous else np.ascontiguousarray(obj)
-        header = _ndarray_header(arr.dtype.str, obj.shape)
-        return msgpack.ExtType(EXT_NDARRAY, b"".join((header, arr.reshape(-1).data)))  # one copy
+        data = b"".join((_ndarray_header(dtype, obj.shape), arr.reshape(-1).data))  # one copy
+        return tuple.__new__(msgpack.ExtType, (EXT_NDARRAY, data))  # (ExtType's own checks hold by construction)
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, memoryview):
@@ -154,9 +160,8 @@ def _read_header(data: bytes) -> tuple[object, object, int]:
     return header[0], header[1], unpacker.tell()
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code != EXT_NDARRAY:
-        return msgpack.ExtType(code, data)
+def _parse_header(data: bytes) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """(dtype, shape, element count, data offset) of an ndarray extension, checked."""
     dtype_str, shape, offset = _read_header(data)
     if not (isinstance(dtype_str, str) and isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
         raise DecodeError("bad ndarray header")
@@ -166,6 +171,24 @@ def _ext_hook(code: int, data: bytes) -> Any:
     count = 1
     for d in shape:
         count *= d
+    parsed = (dtype, tuple(shape), count, offset)
+    if len(_recent) >= _RECENT_MAX:
+        del _recent[-1]
+    _recent.insert(0, (bytes(data[:offset]), parsed))
+    return parsed
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code != EXT_NDARRAY:
+        return msgpack.ExtType(code, data)
+    # A header is a complete msgpack value, so one that `data` starts with is the
+    # header `data` holds: the tensors of a stream of requests skip the parse.
+    for header, parsed in _recent:
+        if data.startswith(header):
+            break
+    else:
+        parsed = _parse_header(data)
+    dtype, shape, count, offset = parsed
     if count * dtype.itemsize != len(data) - offset:
         raise DecodeError("ndarray shape does not match its data")
     return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)

@@ -179,3 +179,14 @@ def test_encoder_is_reusable_after_a_failed_encode():
     with pytest.raises(ValueEncodeError):
         codec.get("msgpack").encode({"a": [1, object()]})
     assert rt("msgpack", {"b": 2}) == {"b": 2}
+
+
+def test_recent_header_cache_never_mixes_up_tensors():
+    """Headers that share leading bytes (rank, dims, dtype) decode to their own tensors."""
+    arrays = [np.arange(n, dtype=dt).reshape(shape) for n, dt, shape in [
+        (512, "<f4", (1, 512)), (51, "<f4", (1, 51)), (51, "<f4", (51,)), (5, "<f4", (1, 5)),
+        (512, "<i4", (1, 512)), (0, "<f4", (0, 512)), (512, ">f4", (512, 1)), (3, "<f8", (3,))]]
+    for _ in range(3):
+        for arr in arrays:
+            back = rt("msgpack", arr)
+            assert back.dtype == arr.dtype and back.shape == arr.shape and np.array_equal(back, arr)
