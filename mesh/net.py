@@ -103,6 +103,23 @@ class AsyncioUDPNetwork:
         return AsyncioUDPEndpoint(transport, protocol, self.allow_remote)
 
 
+# Work deferred to the end of the read batch in progress (see `at_batch_end`).
+_batch_end: list[Callable[[], None]] | None = None
+
+
+def at_batch_end(fn: Callable[[], None]) -> bool:
+    """Run `fn` when the datagram batch being processed ends (before the sends it
+    caused leave); False, and nothing scheduled, when no batch is in progress.
+
+    For work that wants "once the current input is handled", like sending the
+    replies it produced as one message, without waiting for the next turn of the
+    event loop."""
+    if _batch_end is None:
+        return False
+    _batch_end.append(fn)
+    return True
+
+
 # UDP generic segmentation offload (Linux >= 4.18): one sendmsg carries a run of
 # equal-sized datagrams (the last may be shorter) that the kernel splits; the
 # receiver still gets separate datagrams. A burst of UDX packets then costs one
@@ -133,23 +150,30 @@ class UDPEndpoint:
 
     def _read_ready(self) -> None:
         # What the handlers send while this batch is processed (ACKs, replies)
-        # goes out together at the end.
+        # goes out together at the end, after the work they deferred to it.
+        global _batch_end
         recv = self._sock.recvfrom
         on = self._on_datagram
         self._holds += 1
+        outer, _batch_end = _batch_end, []
         try:
             for _ in range(self._batch):
                 try:
                     data, addr = recv(65536)
                 except (BlockingIOError, InterruptedError):
-                    return
+                    break
                 except OSError:  # ICMP errors surface here; the protocols time out instead
                     continue
                 on(data, (addr[0], addr[1]))
                 if self.closed:
-                    return
+                    break
         finally:
-            self.release()
+            deferred, _batch_end = _batch_end, outer
+            try:
+                for fn in deferred:
+                    fn()
+            finally:
+                self.release()
 
     def hold(self) -> None:
         """Queue sends until the matching `release()` (holds nest)."""

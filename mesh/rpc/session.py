@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import ClosedError, DecodeError
+from ..net import at_batch_end
 from .mux import ChannelClosed, ChannelMessage, ChannelOpened, Mux
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,10 @@ class Session:
         if self.cork_writes and not self.closed and not self._corked:
             if not self._tick_sent:
                 self._tick_sent = True
-                asyncio.get_running_loop().call_soon(self._end_tick)
+                # Inside the handling of received packets (a handler that answered
+                # at once), the batch ends with that handling; else with this turn.
+                if not at_batch_end(self._end_tick):
+                    asyncio.get_running_loop().call_soon(self._end_tick)
             self._corked = True
             self.mux.cork()
         ok = self.mux.send(channel, type_, payload)

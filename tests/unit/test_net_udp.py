@@ -79,3 +79,33 @@ async def test_unsegmentable_socket_falls_back_to_one_datagram_per_send():
     assert [d for d, _ in got] == burst and tx._gso is False and tx.send_drops == 0
     for ep in (tx, rx):
         ep.close()
+
+
+async def test_work_deferred_to_batch_end_runs_before_the_batch_sends_leave():
+    from mesh import net
+
+    assert net.at_batch_end(lambda: None) is False  # no batch in progress: nothing scheduled
+    order: list[str] = []
+    done = asyncio.Event()
+    got_back: list[bytes] = []
+
+    def on_rx(data, addr):
+        order.append(f"in:{data.decode()}")
+        if data == b"a":  # answer at once, and defer a second message to the batch end
+            rx.sendto(b"reply", addr)
+            assert net.at_batch_end(lambda: (order.append("end"), rx.sendto(b"deferred", addr)))
+
+    def on_tx(data, addr):
+        got_back.append(data)
+        if len(got_back) == 2:
+            done.set()
+
+    network = UDPNetwork()
+    rx = await network.bind("127.0.0.1", 0, on_rx)
+    tx = await network.bind("127.0.0.1", 0, on_tx)
+    tx.sendto(b"a", rx.local_address)
+    await asyncio.wait_for(done.wait(), 5)
+    assert order == ["in:a", "end"] and got_back == [b"reply", b"deferred"]
+    assert net._batch_end is None  # restored after the batch
+    for ep in (rx, tx):
+        ep.close()
