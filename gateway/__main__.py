@@ -7,6 +7,8 @@ from typing import Sequence
 
 from aiohttp import web
 
+from mesh import eventloop
+
 from . import config as config_mod
 from .auth import KeyStore
 
@@ -23,7 +25,8 @@ def serve(argv: Sequence[str]) -> int:
 
     keys = KeyStore(config.keys_db, config.key_cache_s)
     app = create_app(config, MeshWorkerDirectory(config), keys)
-    web.run_app(app, host=config.host, port=config.port, print=lambda msg: print(msg, flush=True))
+    web.run_app(app, host=config.host, port=config.port, print=lambda msg: print(msg, flush=True),
+                loop=eventloop.new_event_loop())
     return 0
 
 

@@ -29,7 +29,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import crypto
+from . import crypto, eventloop
 from .dht import DHT, DHTConfig
 from .encoding import Address
 from .swarm_cli import run_swarm
@@ -272,7 +272,7 @@ async def _main(opts: NodeOptions) -> None:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     try:
-        asyncio.run(_main(opts))
+        eventloop.run(_main(opts))
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -21,3 +21,11 @@ def node_harness() -> pathlib.Path:
     if not node_available():
         pytest.fail("Node.js harness not installed: run scripts/setup (npm ci in tests/interop/node)")
     return NODE_HARNESS
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_asyncio_loop_factories(config, item):
+    """Tests run on the loop the mesh's processes run on (mesh.eventloop)."""
+    from mesh.eventloop import new_event_loop
+
+    return {"mesh": new_event_loop}

@@ -64,6 +64,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
+from mesh import eventloop
 from mesh.topics import topic_key
 
 from .config import WorkerConfig
@@ -416,5 +417,5 @@ def run_standalone(role_config: Callable[..., Any], run_role: Callable[[Any, Any
 
     config = role_config(topics, env=os.environ, argv=argv)
     setup_logging(config)
-    asyncio.run(run_role(config, None))
+    eventloop.run(run_role(config, None))
     return 0

@@ -172,6 +172,7 @@ class RpcChannel:
         self._pending.clear()
         for task in self._tasks:
             task.cancel()
+        self._tasks.clear()
         if not self.opened.done():
             self.opened.set_result(False)
         if not self.closed.done():
@@ -239,14 +240,21 @@ class RpcChannel:
             return
         task = start_eagerly(self._serve(req, responder))
         if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.add(task)  # _serve discards it as it ends (a done callback would cost a loop turn)
 
     def _reply_error(self, rid: int, error: E.WireError) -> None:
         if rid:  # id 0 = event: never answered
             self.session.send(self.channel, M.RESPONSE, M.encode_error_response(rid, error))
 
     async def _serve(self, req: M.Request, responder: Responder) -> None:
+        try:
+            await self._serve_request(req, responder)
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _serve_request(self, req: M.Request, responder: Responder) -> None:
         _current.set(RequestContext(req.method, getattr(self.session.conn, "remote_public_key", None), self))
         enc = responder.encoding
         try:

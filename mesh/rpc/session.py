@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import ClosedError, DecodeError
+from ..eventloop import at_iteration_end
 from ..net import at_batch_end
 from .mux import ChannelClosed, ChannelMessage, ChannelOpened, Mux
 
@@ -119,9 +120,10 @@ class Session:
             if not self._tick_sent:
                 self._tick_sent = True
                 # Inside the handling of received packets (a handler that answered
-                # at once), the batch ends with that handling; else with this turn.
+                # at once), the batch ends with that handling; else with this
+                # loop iteration (mesh.eventloop).
                 if not at_batch_end(self._end_tick):
-                    asyncio.get_running_loop().call_soon(self._end_tick)
+                    at_iteration_end(self._end_tick)
             self._corked = True
             self.mux.cork()
         ok = self.mux.send(channel, type_, payload)

@@ -241,10 +241,17 @@ class UDXStream:
 
     def _schedule(self) -> None:
         d = self.engine.next_deadline()
+        # A timer that fires with nothing due costs a wake-up of the process. On
+        # a request/reply connection that was one per request: the delayed ACK
+        # armed for the request, which the reply then carried. So a timer is
+        # cancelled when nothing is due, and moved when it is more than 1 ms early.
         if d is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = self._timer_at = None
             return
         at = self._timer_at
-        if at is None or d < at - 0.0005:
+        if at is None or d < at - 0.0005 or d > at + 0.001:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = d

@@ -329,7 +329,11 @@ def median_of(runs: list[dict]) -> dict:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
         mode, port = sys.argv[2], int(sys.argv[3])
-        asyncio.run(serve_bare(port) if mode == "bare" else serve_gateway(port, sys.argv[4]))
+        if mode == "bare":
+            asyncio.run(serve_bare(port))  # the peer: aiohttp on its default loop
+        else:
+            from mesh import eventloop
+            eventloop.run(serve_gateway(port, sys.argv[4]))  # as `python -m gateway` runs
         return
     if len(sys.argv) > 1 and sys.argv[1] == "client":
         url, key, c, seconds = sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])

@@ -33,7 +33,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from mesh import crypto  # noqa: E402
+from mesh import crypto, eventloop  # noqa: E402
 from mesh.rpc import RpcPeer, RpcServer  # noqa: E402
 from mesh.rpc.pipe import pipe  # noqa: E402
 
@@ -262,4 +262,4 @@ if __name__ == "__main__":
     ap.add_argument("--py-net", choices=("batch", "asyncio"), default="batch")
     a = ap.parse_args()
     PY_NET = a.py_net
-    asyncio.run(serve_tcp() if a.serve_tcp else serve_dht(a.serve_dht) if a.serve_dht else main(a))
+    eventloop.run(serve_tcp() if a.serve_tcp else serve_dht(a.serve_dht) if a.serve_dht else main(a))

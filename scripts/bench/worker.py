@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort  # the raw baseline, outside the worker
 
+from mesh import eventloop
 from workers.inference import InferenceConfig, InferenceWorker
 
 MODELS = {"mlp-tiny": (64,), "mlp-mid": (512,), "conv-small": (3, 64, 64)}
@@ -210,7 +211,7 @@ def main(argv=None) -> int:
           f"worker executor threads {args.executor_threads}; {platform.processor() or platform.machine()}")
     for name in [m for m in args.only.split(",") if m] and set(MODELS) - set(args.only.split(",")):
         del MODELS[name]
-    results = asyncio.run(bench(model_dir, args.seconds, args.rounds, args.threads, args.executor_threads, modes,
+    results = eventloop.run(bench(model_dir, args.seconds, args.rounds, args.threads, args.executor_threads, modes,
                                 args.max_batch_size))
     print("\n" + markdown(results, modes))
     if args.json:

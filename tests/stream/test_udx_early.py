@@ -102,3 +102,31 @@ async def test_on_connected_fires_at_once_when_the_address_is_given():
     finally:
         a.close()
         _b.close()
+
+
+async def test_request_and_reply_leave_no_timer_that_would_fire_for_nothing():
+    """The reply carries the ACK the request armed a delayed-ACK timer for, and the
+    next request acks the reply: once nothing is due, no timer stays armed (each
+    would wake the process for nothing, once per request)."""
+    a, b = await pair()
+    try:
+        sa, sb = a.create_stream(), b.create_stream()
+        sa.connect(sb.local_id, b.address)
+        sb.connect(sa.local_id, a.address)
+        for i in range(20):
+            sa.write(b"request %d" % i)
+            assert await asyncio.wait_for(sb.read(), 5) == b"request %d" % i
+            sb.write(b"reply %d" % i)
+            # the delayed ACK is no longer due (the reply carried it): the timer
+            # waits for what is (the reply's loss probe), not for the ACK time
+            due = sb.engine.next_deadline()
+            assert sb._timer_at is not None and due - 0.0005 <= sb._timer_at <= due + 0.001
+            assert await asyncio.wait_for(sa.read(), 5) == b"reply %d" % i
+        sa.write(b"last")  # acks the last reply
+        assert await asyncio.wait_for(sb.read(), 5) == b"last"
+        await until(lambda: not sb.engine.sb.inflight and sb.engine.next_deadline() is None)
+        assert sb._timer is None  # nothing due, nothing armed
+        assert sb.counters["acks_out"] <= 2  # replies carried the ACKs
+    finally:
+        a.close()
+        b.close()

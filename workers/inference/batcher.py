@@ -12,8 +12,9 @@ waiting request up to `max_batch_size` rows, concatenates them along axis 0,
 runs once, and slices the outputs back to each caller.
 
 When to wait for more rows: requests arriving in the same event-loop turn
-(e.g. callers woken by the previous batch) gather first: one event-loop
-turn. A lone caller (idle model whose recent runs served one request each)
+(e.g. callers woken by the previous batch, or requests read from one batch of
+packets) gather first: until the end of that loop iteration
+(`mesh.eventloop.at_iteration_end`; one turn later on other loops). A lone caller (idle model whose recent runs served one request each)
 skips it, except on inline models: there an in-process caller whose run
 completes inline would never yield, and concurrent callers would go unnoticed. Only while another run of this
 model is in flight (there is load) and the waiting rows do not fill a batch,
@@ -46,6 +47,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+
+from mesh.eventloop import at_iteration_end
 
 from ..errors import Busy, InferenceFailed, ModelNotLoaded, WorkerError, as_worker_error
 from .runner import Session
@@ -114,7 +117,7 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task] = set()
-        self._soon: asyncio.Handle | None = None
+        self._soon = False  # a gathering wake-up is pending
         self._soon_passed = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_fired = False
@@ -184,8 +187,9 @@ class Dispatcher:
         (the timer) only happens while another run is in flight; while split
         runs are in flight, a partial batch waits for them to end instead."""
         if not self._soon_passed and not self._lone():
-            if self._soon is None:
-                self._soon = self._loop.call_soon(self._after_soon)
+            if not self._soon:
+                self._soon = True
+                at_iteration_end(self._after_soon, self._loop)
             return True
         if self._running == 0 or self._pending_rows >= self.config.max_batch_size:
             return False
@@ -210,7 +214,7 @@ class Dispatcher:
         return self._running == 0 and self._ewma_requests < 1.5 and not self._inline()
 
     def _after_soon(self) -> None:
-        self._soon = None
+        self._soon = False
         self._soon_passed = True
         self._pump()
 
