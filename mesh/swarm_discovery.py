@@ -47,18 +47,23 @@ class Discovery:
         self._kick.set()
 
     async def flushed(self) -> bool:
-        """Wait for the first announce (server) and lookup (client) to finish."""
+        """Wait for the first announce (server) and lookup (client) to finish.
+
+        True when they did; False when the first announce raised or stored on
+        no node (it is retried after about a second, doubling: `announce_failures`
+        counts the failures in a row) or the topic was left before then. Like
+        hyperswarm's, it resolves after the first attempt either way."""
         return await asyncio.shield(self._flushed)
 
-    async def refresh(self) -> None:
-        """Announce and look up again now; returns when done."""
-        await self._refresh_once()
+    async def refresh(self) -> bool:
+        """Announce and look up again now; returns when done (the result as for `flushed`)."""
+        return await self._refresh_once()
 
     async def _run(self) -> None:
         await self.swarm.ready()
-        await self._refresh_once()
+        ok = await self._refresh_once()
         if not self._flushed.done():
-            self._flushed.set_result(True)
+            self._flushed.set_result(ok)
         while not self.destroyed:
             delay = sl.refresh_delay(self.swarm.rng, failures=self.announce_failures if self.server else 0)
             self._kick.clear()
@@ -69,7 +74,8 @@ class Discovery:
             if not self.destroyed:
                 await self._refresh_once()
 
-    async def _refresh_once(self) -> None:
+    async def _refresh_once(self) -> bool:
+        """One announce and lookup; False if either failed or the announce stored nowhere."""
         self.stats["refreshes"] += 1
         jobs = []
         if self.server:
@@ -77,9 +83,11 @@ class Discovery:
         if self.client:
             jobs.append(self._lookup())
         results = await asyncio.gather(*jobs, return_exceptions=True)
+        ok = True
         for result in results:
             if isinstance(result, MeshError):
                 self.stats["errors"] += 1  # the next refresh tries again
+                ok = False
             elif isinstance(result, BaseException):
                 raise result
         if self.server:
@@ -87,8 +95,10 @@ class Discovery:
             if isinstance(stored, BaseException) or not stored:
                 self.announce_failures += 1
                 self.stats["announce_failures"] += 1
+                ok = False
             else:
                 self.announce_failures = 0
+        return ok
 
     async def _announce(self) -> list:
         server = await self.swarm.ensure_server()

@@ -252,8 +252,9 @@ class Worker:
         if swarm is not None:
             discovery = swarm.join(self._topics[name], server=True, client=name in self._lookups)
             flushed = getattr(discovery, "flushed", None)
-            if callable(flushed):
-                await _maybe_await(flushed())
+            if callable(flushed) and await _maybe_await(flushed()) is False:
+                self.log.warning("topic announce stored on no node yet; retrying",
+                                 extra={"topic": name, "key": self._topics[name].hex()})
         self.log.info("topic joined", extra={"topic": name, "key": self._topics[name].hex()})
 
     # ------------------------------------------------------------ lifecycle

@@ -32,8 +32,8 @@ def test_announce_that_stored_nowhere_is_retried_soon_and_then_found():
         boot = None
         try:
             discovery = swarm.join(TOPIC, server=True, client=False)
-            await asyncio.wait_for(discovery.flushed(), 60)
-            assert discovery.announce_failures >= 1   # nothing was there to store it
+            assert await asyncio.wait_for(discovery.flushed(), 60) is False  # nothing was there to store it
+            assert discovery.announce_failures >= 1
             t0 = asyncio.get_running_loop().time()
             # the network's storing node comes up after the first attempt
             boot = DHT(DHTConfig(host=boot_addr[0], port=boot_addr[1], ephemeral=False), net)
@@ -43,6 +43,7 @@ def test_announce_that_stored_nowhere_is_retried_soon_and_then_found():
                 await asyncio.sleep(0.5)  # virtual time: polling the fake network costs nothing
                 assert asyncio.get_running_loop().time() - t0 < 60, "announce was not retried within a minute"
             assert discovery.announce_failures == 0
+            assert await discovery.refresh() is True
             await client.destroy()
         finally:
             await swarm.destroy()
