@@ -7,12 +7,15 @@ Servers (each in its own processes; the load comes from separate client processe
   mesh-1   `python -m gateway` + one `python -m mesh.node --topic mlp` worker process,
            found on the DHT (a bootstrap node process) and called over RPC
   mesh-2   the same with two worker processes
-  ray      Ray Serve, only if installed (else it prints "not installed")
+  ray      Ray Serve serving the same model over its HTTP proxy (one replica), when an
+           interpreter with ray[serve] is given (--ray-python) or this one has it;
+           else it prints "not installed" (ray is an optional extra: `pip install .[ray]`)
 The model is the same tiny MLP (64-256-10, seeded), built with onnx.helper; every
 request sends one 1x64 float32 row as JSON and gets 1x10 back.
 
   PYTHONPATH=. python scripts/bench/gateway.py [--seconds 2] [--rounds 3] [--concurrency 1 32]
-                                               [--modes bare gateway mesh-1 mesh-2]
+                                               [--modes bare gateway mesh-1 mesh-2 ray]
+                                               [--ray-python /path/to/python-with-ray]
 
 All servers run at once and the runs alternate, so the machine's noise hits them
 alike; the table shows medians over the rounds, and the CPU time per request of all
@@ -108,6 +111,32 @@ async def serve_gateway(port: int, key_path: str) -> None:
     await _run(create_app(GatewayConfig(port=port, ping_interval_s=1.0), directory, keys), port)
 
 
+def serve_ray(port: int) -> None:
+    """Ray Serve: one replica of the same MLP behind Ray's HTTP proxy on `port`."""
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+    @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 1})
+    class MLP:
+        def __init__(self):
+            self.sess = session()
+
+        async def __call__(self, request):
+            body = await request.json()
+            spec = body["inputs"]["x"]
+            x = np.asarray(spec["data"], dtype=np.float32).reshape(spec["shape"])
+            (y,) = self.sess.run(None, {"x": x})
+            return {"outputs": {"y": {"shape": list(y.shape), "dtype": "float32", "data": y.ravel().tolist()}}}
+
+    serve.run(MLP.bind(), route_prefix=f"/api/v1/inference/{MODEL_ID}")
+    print("READY", flush=True)
+    while True:
+        time.sleep(3600)
+
+
 def write_model_dir(folder: str) -> str:
     """`folder`/models with the MLP and a manifest.json (workers.inference's LocalDirectorySource)."""
     import hashlib
@@ -194,6 +223,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Ray runs its replica and proxy in child processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (noise-resistant cost per request)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -212,6 +256,10 @@ class Server:
         if mode in ("bare", "gateway"):
             self.procs.append(spawn([__file__, "serve", mode, str(self.port), key_path], "READY"))
             self.key = open(key_path).read() if os.path.exists(key_path) else ""
+        elif mode == "ray":
+            self.procs.append(spawn([__file__, "serve", "ray", str(self.port), key_path], "READY",
+                                    python=RAY_PYTHON))
+            self.key = ""
         else:
             self.key = mesh.key
             workers = int(mode.split("-")[1])
@@ -257,7 +305,14 @@ class Server:
         return result
 
     def cpu_seconds(self) -> float:
-        return sum(cpu_seconds(p.pid) for p in self.procs)
+        total = 0.0
+        for p in self.procs:
+            for pid in process_tree(p.pid):
+                try:
+                    total += cpu_seconds(pid)
+                except OSError:
+                    pass  # exited between listing and reading
+        return total
 
     def stop(self) -> None:
         for p in self.procs:
@@ -266,9 +321,9 @@ class Server:
             p.wait()
 
 
-def spawn(args: list[str], ready: str) -> subprocess.Popen:
+def spawn(args: list[str], ready: str, python: str | None = None) -> subprocess.Popen:
     """A process of this benchmark, once a stdout line containing `ready` appeared."""
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True, cwd=_ROOT,
+    proc = subprocess.Popen([python or sys.executable, *args], stdout=subprocess.PIPE, text=True, cwd=_ROOT,
                             env={**os.environ, "PYTHONPATH": _ROOT})
     for line in proc.stdout:
         if ready in line:
@@ -331,6 +386,8 @@ def main() -> None:
         mode, port = sys.argv[2], int(sys.argv[3])
         if mode == "bare":
             asyncio.run(serve_bare(port))  # the peer: aiohttp on its default loop
+        elif mode == "ray":
+            serve_ray(port)
         else:
             from mesh import eventloop
             eventloop.run(serve_gateway(port, sys.argv[4]))  # as `python -m gateway` runs
@@ -345,8 +402,13 @@ def main() -> None:
     p.add_argument("--client-procs", type=int, default=2, help="client processes sharing the concurrency")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="variants to run")
+    p.add_argument("--ray-python", default=sys.executable,
+                   help="a Python with ray[serve], onnxruntime and onnx installed, for the ray variant")
     args = p.parse_args()
-    modes = ["bare"] + [m for m in args.modes if m != "bare"]
+    global RAY_PYTHON
+    RAY_PYTHON = args.ray_python
+    ray_ok = subprocess.run([RAY_PYTHON, "-c", "import ray.serve, onnxruntime, onnx"], capture_output=True).returncode == 0
+    modes = ["bare"] + [m for m in args.modes if m != "bare" and (m != "ray" or ray_ok)]
     mesh = MeshBench() if any(m.startswith("mesh") for m in modes) else None
     servers: dict = {}
     try:
@@ -363,11 +425,8 @@ def main() -> None:
         if mesh is not None:
             mesh.stop()
     results = {m: {c: median_of(runs[m][c]) for c in args.concurrency} for m in modes}
-    try:
-        import ray.serve  # noqa: F401
-        print("ray serve: installed, but its variant is not wired in this script yet")
-    except ImportError:
-        print("ray serve: not installed")
+    if "ray" in args.modes and not ray_ok:
+        print(f"ray serve: not installed for {RAY_PYTHON} (pip install .[ray], or pass --ray-python)")
     print(f"{'server':<36}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'req/s vs bare':>15}"
           f"{'server CPU us/req':>19}{'CPU vs bare':>13}")
     for mode in modes:
@@ -375,10 +434,17 @@ def main() -> None:
             r, base = results[mode][c], results["bare"][c]
             print(f"{MODES[mode]:<36}{c:>8}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8.0f}"
                   f"{r['rps'] / base['rps']:>15.2f}{r['cpu_us']:>19.0f}{r['cpu_us'] / base['cpu_us']:>13.2f}")
+    if "ray" in results:
+        for c in args.concurrency:
+            ray_rps = results["ray"][c]["rps"]
+            print(f"{c} clients, req/s against Ray Serve: " + ", ".join(
+                f"{MODES[m]} {results[m][c]['rps'] / ray_rps:.1f}x" for m in modes if m != "ray"))
 
 
 MODES = {"bare": "bare aiohttp+onnxruntime", "gateway": "gateway + in-process worker",
-         "mesh-1": "gateway + 1 worker (mesh)", "mesh-2": "gateway + 2 workers (mesh)"}
+         "mesh-1": "gateway + 1 worker (mesh)", "mesh-2": "gateway + 2 workers (mesh)",
+         "ray": "Ray Serve (1 replica)"}
+RAY_PYTHON = sys.executable
 
 
 if __name__ == "__main__":
