@@ -171,7 +171,11 @@ class UDPEndpoint:
             deferred, _batch_end = _batch_end, outer
             try:
                 for fn in deferred:
-                    fn()
+                    try:
+                        fn()
+                    except Exception as exc:  # one failing callback must not strand the others
+                        self._loop.call_exception_handler({"message": "exception in a batch-end callback",
+                                                           "exception": exc, "callback": fn})
             finally:
                 self.release()
 

@@ -109,3 +109,28 @@ async def test_work_deferred_to_batch_end_runs_before_the_batch_sends_leave():
     assert net._batch_end is None  # restored after the batch
     for ep in (rx, tx):
         ep.close()
+
+
+async def test_a_failing_batch_end_callback_does_not_strand_the_others():
+    from mesh import net
+
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    loop.set_exception_handler(lambda _loop, ctx: reported.append(ctx))
+    ran = asyncio.Event()
+
+    def on_rx(data, addr):
+        assert net.at_batch_end(lambda: 1 / 0)
+        assert net.at_batch_end(ran.set)
+
+    network = UDPNetwork()
+    rx = await network.bind("127.0.0.1", 0, on_rx)
+    tx = await network.bind("127.0.0.1", 0, lambda d, a: None)
+    try:
+        tx.sendto(b"x", rx.local_address)
+        await asyncio.wait_for(ran.wait(), 5)
+        assert isinstance(reported[0]["exception"], ZeroDivisionError)
+    finally:
+        loop.set_exception_handler(None)
+        for ep in (rx, tx):
+            ep.close()
