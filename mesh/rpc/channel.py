@@ -104,7 +104,8 @@ class RpcChannel:
             session = self.session
             session.send(self.channel, M.REQUEST, payload)
             if timeout is None:
-                await session.drain()
+                if session.must_drain():
+                    await session.drain()
                 return await fut
             if not session.must_drain():
                 # The common case: only the reply to wait for; a timer on the
