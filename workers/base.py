@@ -83,7 +83,7 @@ class SwarmLike(Protocol):
 
 
 class RpcServerLike(Protocol):
-    def respond(self, method: str, handler: Handler, encoding: str = "msgpack") -> Any: ...
+    def respond(self, method: str, handler: Handler, encoding: str = "msgpack", in_task: bool = True) -> Any: ...
     def attach(self, conn: Any) -> Any: ...
 
 
@@ -101,6 +101,7 @@ class Method:
     name: str
     handler: Handler       # the wrapped handler (what the RPC server gets)
     encoding: str
+    in_task: bool = True   # see RpcServer.respond
 
 
 def rpc_method(name: str | None = None, *, encoding: str = "msgpack"):
@@ -149,18 +150,22 @@ class Worker:
 
     # ------------------------------------------------------------ method table
 
-    def method(self, name: str, handler: Handler, *, encoding: str = "msgpack") -> None:
-        """Add RPC method `name` (before start; a later add is registered at once)."""
+    def method(self, name: str, handler: Handler, *, encoding: str = "msgpack", in_task: bool = True) -> None:
+        """Add RPC method `name` (before start; a later add is registered at once).
+
+        in_task=False: the handler carries on from the futures it awaits rather
+        than in a Task (RpcServer.respond): for hot handlers that await asyncio
+        futures only and use no asyncio.timeout()."""
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
         if not inspect.iscoroutinefunction(handler):
             raise TypeError(f"handler for {name!r} must be an async def")
         if name in self._methods:
             raise ValueError(f"RPC method {name!r} registered twice")
-        m = Method(name, self._wrap(name, handler), encoding)
+        m = Method(name, self._wrap(name, handler), encoding, in_task)
         self._methods[name] = m
         if self._mesh is not None and self._mesh.rpc is not None:
-            self._mesh.rpc.respond(name, m.handler, encoding=encoding)
+            self._mesh.rpc.respond(name, m.handler, encoding=encoding, in_task=in_task)
 
     @property
     def methods(self) -> Mapping[str, Method]:
@@ -292,7 +297,7 @@ class Worker:
         try:
             if self._mesh.rpc is not None:
                 for m in self._methods.values():
-                    self._mesh.rpc.respond(m.name, m.handler, encoding=m.encoding)
+                    self._mesh.rpc.respond(m.name, m.handler, encoding=m.encoding, in_task=m.in_task)
                 if self._mesh.swarm is not None and self._mesh.attach_connections:
                     rpc = self._mesh.rpc
                     self._mesh.swarm.on_connection(lambda conn, info=None: rpc.attach(conn))

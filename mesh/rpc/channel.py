@@ -31,6 +31,7 @@ class Responder:
     handler: Handler
     encoding: codec.Encoding
     inband_errors: bool = False  # hp-svc-facs-net: errors as the JSON string "[HRPC_ERR]=..."
+    in_task: bool = True  # False: carried on from awaited futures' callbacks (see _Driven)
 
 
 @dataclass(frozen=True)
@@ -239,9 +240,10 @@ class RpcChannel:
             self._count("busy")
             self._reply_error(req.id, E.busy(self.config.max_handlers))
             return
-        task = start_eagerly(self._serve(req, responder))
+        task = start_eagerly(self._serve(req, responder),
+                             on_done=None if responder.in_task else self._tasks.discard)
         if task is not None:
-            self._tasks.add(task)  # _serve discards it as it ends (a done callback would cost a loop turn)
+            self._tasks.add(task)  # it leaves the set as it ends (a done callback would cost a loop turn)
 
     def _reply_error(self, rid: int, error: E.WireError) -> None:
         if rid:  # id 0 = event: never answered
@@ -297,12 +299,13 @@ def _expire(fut: asyncio.Future) -> None:
         fut.set_exception(TimeoutError())
 
 
-def start_eagerly(coro) -> asyncio.Task | None:
+def start_eagerly(coro, on_done: Callable[[Any], None] | None = None) -> "asyncio.Task | _Driven | None":
     """Run `coro` (in its own context, as a task would) up to its first real
     suspension: a handler that answers at once does so while its request's
     packet is processed, with no task and no loop turn (Python 3.12's eager
-    tasks). Returns the task that carries on from the suspension, or None when
-    the coroutine finished."""
+    tasks). Returns what carries on from the suspension (a task; with `on_done`,
+    a `_Driven`, which calls `on_done(itself)` when it ends), or None when the
+    coroutine finished."""
     ctx = contextvars.copy_context()
     try:
         yielded = ctx.run(coro.send, None)
@@ -310,7 +313,64 @@ def start_eagerly(coro) -> asyncio.Task | None:
         return None
     except Exception as e:  # noqa: BLE001 - surfaced exactly as a failed task's would be
         return asyncio.get_running_loop().create_task(_raise(e), context=ctx)
+    if on_done is not None and getattr(yielded, "_asyncio_future_blocking", False):
+        return _Driven(coro, ctx, yielded, on_done)
     return asyncio.get_running_loop().create_task(_resume(coro, yielded), context=ctx)
+
+
+class _Driven:
+    """A coroutine carried on by the done callbacks of the futures it awaits, not
+    by a Task: the code after an `await` runs in the turn the future completes
+    in, where a task would take one more turn to be woken (and one more to start).
+    For handlers that await only asyncio futures and need no current task (no
+    `asyncio.timeout`, for one); `RpcServer.respond(..., in_task=False)`."""
+
+    __slots__ = ("_coro", "_ctx", "_loop", "_waiting", "_on_done", "_cancelling")
+
+    def __init__(self, coro, ctx: contextvars.Context, yielded: asyncio.Future, on_done: Callable[[Any], None]):
+        self._coro = coro
+        self._ctx = ctx
+        self._loop = asyncio.get_running_loop()
+        self._waiting: asyncio.Future | None = None
+        self._on_done = on_done
+        self._cancelling = False
+        self._wait(yielded)
+
+    def _wait(self, fut) -> None:
+        if fut is None:  # a bare yield (asyncio.sleep(0)): carry on next turn
+            self._loop.call_soon(self._step, None, context=self._ctx)
+        elif getattr(fut, "_asyncio_future_blocking", False):
+            fut._asyncio_future_blocking = False
+            self._waiting = fut
+            fut.add_done_callback(self._step, context=self._ctx)
+        else:  # what a Task would refuse too
+            self._cancelling = True
+            self._loop.call_soon(self._step, None, context=self._ctx)
+            self._loop.call_exception_handler({"message": f"driven RPC handler yielded {fut!r}"})
+
+    def _step(self, _fut) -> None:
+        self._waiting = None
+        try:
+            # as a Task does: a completed future's value is read by its own __await__
+            yielded = self._coro.throw(asyncio.CancelledError()) if self._cancelling else self._coro.send(None)
+        except (StopIteration, asyncio.CancelledError):
+            self._on_done(self)
+        except BaseException as e:  # noqa: BLE001 - reported as a failed task's exception would be
+            self._on_done(self)
+            self._loop.call_exception_handler({"message": "RPC handler failed", "exception": e})
+            if not isinstance(e, Exception):
+                raise
+        else:
+            self._wait(yielded)
+
+    def cancel(self) -> None:
+        """As Task.cancel: the awaited future is cancelled and the coroutine gets CancelledError."""
+        if self._cancelling:
+            return
+        self._cancelling = True
+        fut = self._waiting
+        if fut is not None:
+            fut.cancel()  # its done callback steps us (if it was done already, that is on its way)
 
 
 async def _raise(exc: BaseException) -> None:

@@ -24,15 +24,19 @@ class RpcServer:
         self.channels: set[RpcChannel] = set()
 
     def respond(self, method: str, handler: Handler, *, encoding: str | codec.Encoding | None = None,
-                inband_errors: bool = False) -> RpcServer:
+                inband_errors: bool = False, in_task: bool = True) -> RpcServer:
         """Serve `method` with `handler(value)` (sync or async; its return value is the response).
 
         encoding: "msgpack" (default), "json", "raw", "bare" or a codec.Encoding.
         inband_errors: hp-svc-facs-net convention for JSON methods: a failure is
         answered with the JSON string "[HRPC_ERR]=message" instead of REQUEST_ERROR.
+        in_task: an async handler carries on in a Task after its first await (the
+        default). False: it carries on from the done callback of each future it
+        awaits, a loop turn or two sooner per await; only for handlers that await
+        asyncio futures alone and need no current task (no asyncio.timeout()).
         """
         enc = codec.get(encoding or self.config.default_encoding)
-        self.responders[method] = Responder(handler, enc, inband_errors)
+        self.responders[method] = Responder(handler, enc, inband_errors, in_task)
         return self
 
     def unrespond(self, method: str) -> RpcServer:

@@ -41,8 +41,10 @@ class RecordingRpc:
         self.handlers = {}
         self.attached = []
 
-    def respond(self, method, handler, encoding="msgpack"):
+    def respond(self, method, handler, encoding="msgpack", in_task=True):
         self.handlers[method] = (handler, encoding)
+        self.in_task = getattr(self, "in_task", {})
+        self.in_task[method] = in_task
 
     def attach(self, conn):
         self.attached.append(conn)

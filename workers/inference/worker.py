@@ -104,7 +104,10 @@ class InferenceWorker(Worker):
                             lambda: {(m.label,): float(m.dispatcher.load()["queued"]) for m in self._cache.values()})
         self.registry.gauge("inference_running", "runs in flight per model", ("model",),
                             lambda: {(m.label,): float(m.dispatcher.load()["running"]) for m in self._cache.values()})
-        for name in ("infer", "capacity", "load_model", "unload_model", "models", "stats", "get", "read_chunk"):
+        # infer awaits only futures (the batcher's, or a load's task): it carries on
+        # from their callbacks, a loop turn or two sooner than in a task of its own
+        self.method("infer", self.rpc_infer, in_task=False)
+        for name in ("capacity", "load_model", "unload_model", "models", "stats", "get", "read_chunk"):
             self.method(name, getattr(self, f"rpc_{name}"))
 
     # ------------------------------------------------------------ lifecycle
@@ -220,7 +223,9 @@ class InferenceWorker(Worker):
             return found
         if not self.config.lazy_load:
             raise ModelNotLoaded(f"model {model_id!r} is not loaded on this worker")
-        return await self.load(model_id, version)
+        # in a task of its own: `infer` runs outside any task (in_task=False below),
+        # and loading may fetch the file over the network with timeouts
+        return await asyncio.ensure_future(self.load(model_id, version))
 
     # ------------------------------------------------------------ RPC methods
 
