@@ -13,6 +13,7 @@ import asyncio
 import errno
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from typing import Protocol
 
@@ -103,8 +104,9 @@ class AsyncioUDPNetwork:
         return AsyncioUDPEndpoint(transport, protocol, self.allow_remote)
 
 
-# Work deferred to the end of the read batch in progress (see `at_batch_end`).
-_batch_end: list[Callable[[], None]] | None = None
+# Work deferred to the end of the read batch in progress (see `at_batch_end`),
+# per thread: each thread runs its own event loop.
+_local = threading.local()
 
 
 def at_batch_end(fn: Callable[[], None]) -> bool:
@@ -114,9 +116,10 @@ def at_batch_end(fn: Callable[[], None]) -> bool:
     For work that wants "once the current input is handled", like sending the
     replies it produced as one message, without waiting for the next turn of the
     event loop."""
-    if _batch_end is None:
+    pending = getattr(_local, "batch_end", None)
+    if pending is None:
         return False
-    _batch_end.append(fn)
+    pending.append(fn)
     return True
 
 
@@ -151,11 +154,11 @@ class UDPEndpoint:
     def _read_ready(self) -> None:
         # What the handlers send while this batch is processed (ACKs, replies)
         # goes out together at the end, after the work they deferred to it.
-        global _batch_end
         recv = self._sock.recvfrom
         on = self._on_datagram
         self._holds += 1
-        outer, _batch_end = _batch_end, []
+        outer = getattr(_local, "batch_end", None)
+        _local.batch_end = []
         try:
             for _ in range(self._batch):
                 try:
@@ -168,7 +171,7 @@ class UDPEndpoint:
                 if self.closed:
                     break
         finally:
-            deferred, _batch_end = _batch_end, outer
+            deferred, _local.batch_end = _local.batch_end, outer
             try:
                 for fn in deferred:
                     try:

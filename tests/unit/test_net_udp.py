@@ -106,7 +106,7 @@ async def test_work_deferred_to_batch_end_runs_before_the_batch_sends_leave():
     tx.sendto(b"a", rx.local_address)
     await asyncio.wait_for(done.wait(), 5)
     assert order == ["in:a", "end"] and got_back == [b"reply", b"deferred"]
-    assert net._batch_end is None  # restored after the batch
+    assert net.at_batch_end(lambda: None) is False  # the batch is over
     for ep in (rx, tx):
         ep.close()
 
