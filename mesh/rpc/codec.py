@@ -114,44 +114,8 @@ def _pack_default(obj: Any) -> Any:
     raise TypeError(f"cannot msgpack a {type(obj).__name__}")
 
 
-def _read_header_fast(data: bytes) -> tuple[str, list[int], int] | None:
-    """(dtype str, shape, offset) for the header form we write ([fixstr, [uints]]), else None."""
-    n = len(data)
-    if n < 3 or data[0] != 0x92 or data[1] & 0xE0 != 0xA0:
-        return None
-    slen = data[1] & 0x1F
-    pos = 2 + slen
-    if pos >= n:
-        return None
-    try:
-        dtype_str = data[2:pos].decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    a = data[pos]
-    if a & 0xF0 != 0x90:
-        return None
-    pos += 1
-    shape = []
-    for _ in range(a & 0x0F):
-        if pos >= n:
-            return None
-        b = data[pos]
-        if b < 0x80:
-            shape.append(b)
-            pos += 1
-            continue
-        width = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}.get(b)
-        if width is None or pos + 1 + width > n:
-            return None
-        shape.append(int.from_bytes(data[pos + 1:pos + 1 + width], "big"))
-        pos += 1 + width
-    return dtype_str, shape, pos
-
-
 def _read_header(data: bytes) -> tuple[object, object, int]:
-    fast = _read_header_fast(data)
-    if fast is not None:
-        return fast
+    """(dtype str, shape, offset of the array bytes) as msgpack reads them (unchecked)."""
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(data) or 1)
     unpacker.feed(data)
     header = unpacker.unpack()
