@@ -240,24 +240,16 @@ class RpcChannel:
             self._count("busy")
             self._reply_error(req.id, E.busy(self.config.max_handlers))
             return
-        task = start_eagerly(self._serve(req, responder),
-                             on_done=None if responder.in_task else self._tasks.discard)
+        task = start_eagerly(self._serve(req, responder), on_done=self._tasks.discard,
+                             in_task=responder.in_task)
         if task is not None:
-            self._tasks.add(task)  # it leaves the set as it ends (a done callback would cost a loop turn)
+            self._tasks.add(task)  # on_done takes it out as it ends (a done callback would cost a loop turn)
 
     def _reply_error(self, rid: int, error: E.WireError) -> None:
         if rid:  # id 0 = event: never answered
             self.session.send(self.channel, M.RESPONSE, M.encode_error_response(rid, error))
 
     async def _serve(self, req: M.Request, responder: Responder) -> None:
-        try:
-            await self._serve_request(req, responder)
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._tasks.discard(task)
-
-    async def _serve_request(self, req: M.Request, responder: Responder) -> None:
         _current.set(RequestContext(req.method, getattr(self.session.conn, "remote_public_key", None), self))
         enc = responder.encoding
         try:
@@ -299,13 +291,14 @@ def _expire(fut: asyncio.Future) -> None:
         fut.set_exception(TimeoutError())
 
 
-def start_eagerly(coro, on_done: Callable[[Any], None] | None = None) -> "asyncio.Task | _Driven | None":
+def start_eagerly(coro, on_done: Callable[[Any], None] | None = None,
+                  in_task: bool = True) -> "asyncio.Task | _Driven | None":
     """Run `coro` (in its own context, as a task would) up to its first real
     suspension: a handler that answers at once does so while its request's
     packet is processed, with no task and no loop turn (Python 3.12's eager
-    tasks). Returns what carries on from the suspension (a task; with `on_done`,
-    a `_Driven`, which calls `on_done(itself)` when it ends), or None when the
-    coroutine finished."""
+    tasks). Returns what carries on from the suspension, or None when the
+    coroutine finished: a task, or with `in_task=False` (and a future to wait
+    on) a `_Driven`. Either calls `on_done(itself)` as the coroutine ends."""
     ctx = contextvars.copy_context()
     try:
         yielded = ctx.run(coro.send, None)
@@ -313,9 +306,13 @@ def start_eagerly(coro, on_done: Callable[[Any], None] | None = None) -> "asynci
         return None
     except Exception as e:  # noqa: BLE001 - surfaced exactly as a failed task's would be
         return asyncio.get_running_loop().create_task(_raise(e), context=ctx)
-    if on_done is not None and getattr(yielded, "_asyncio_future_blocking", False):
-        return _Driven(coro, ctx, yielded, on_done)
-    return asyncio.get_running_loop().create_task(_resume(coro, yielded), context=ctx)
+    if not in_task and getattr(yielded, "_asyncio_future_blocking", False):
+        return _Driven(coro, ctx, yielded, on_done or _ignore)
+    return asyncio.get_running_loop().create_task(_resume(coro, yielded, on_done), context=ctx)
+
+
+def _ignore(_carrier) -> None:
+    pass
 
 
 class _Driven:
@@ -378,19 +375,24 @@ async def _raise(exc: BaseException) -> None:
 
 
 @types.coroutine
-def _resume(coro, yielded):
-    """Hand the task the future `coro` is blocked on, then keep driving `coro`."""
-    while True:
-        try:
-            value = yield yielded
-        except BaseException as e:  # noqa: BLE001 - cancellation and errors go into coro
+def _resume(coro, yielded, on_done=None):
+    """Hand the task the future `coro` is blocked on, then keep driving `coro`;
+    `on_done(task)` as it ends."""
+    try:
+        while True:
             try:
-                yielded = coro.throw(e)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = coro.send(value)
-            except StopIteration as stop:
-                return stop.value
+                value = yield yielded
+            except BaseException as e:  # noqa: BLE001 - cancellation and errors go into coro
+                try:
+                    yielded = coro.throw(e)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = coro.send(value)
+                except StopIteration as stop:
+                    return stop.value
+    finally:
+        if on_done is not None:
+            on_done(asyncio.current_task())
 
