@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 
 import numpy as np
 import onnxruntime as ort  # the independent reference for "what onnxruntime returns"
@@ -11,7 +12,7 @@ import pytest
 
 from mesh.topics import topic_key
 from workers.config import ModelConfig
-from workers.errors import Busy, ChecksumMismatch, InvalidInput, ModelNotFound, ModelNotLoaded, ModelTooLarge, Unavailable
+from workers.errors import Busy, ChecksumMismatch, InferenceFailed, InvalidInput, ModelNotFound, ModelNotLoaded, ModelTooLarge, Unavailable
 from workers.inference import InferenceConfig, InferenceWorker
 from workers.inference.source import LocalDirectorySource, ModelFile
 
@@ -382,4 +383,86 @@ async def test_burst_after_callers_were_away_runs_as_two_halves(model_dir, split
     assert sorted(r["batch_size"] for r in second) == ([16] * 32 if split else [32] * 32)
     for a, b in zip(first, second):  # the same rows give the same answers however they were batched
         np.testing.assert_allclose(a["outputs"]["y"], b["outputs"]["y"], rtol=1e-5, atol=1e-6)
+    await worker.stop()
+
+
+async def test_second_half_of_a_split_burst_starts_without_the_event_loop(model_dir):
+    """The half that waits for a split run is handed to that run's executor thread,
+    which starts it the moment the first half ends: here the event loop is blocked
+    while that happens, so a loop turn between the halves would never come."""
+    worker = InferenceWorker(config(model_dir, serve=("conv-small",), inline_max_us=0.0))
+    await worker.start()
+    dispatcher = worker.loaded("conv-small").dispatcher
+    real, watching, second_run = dispatcher.session, [], threading.Event()
+
+    class WatchedSession:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def run(self, feeds):
+            if watching:
+                watching.append(len(feeds["x"]))
+                if len(watching) == 3:  # [True, first half, second half]
+                    second_run.set()
+            return real.run(feeds)
+
+    dispatcher.session = WatchedSession()
+    rows = [np.random.default_rng(i).standard_normal((1, 3, 64, 64)).astype(np.float32) for i in range(32)]
+
+    def burst():
+        return asyncio.gather(*[worker.call("infer", {"model": "conv-small", "inputs": {"x": r}}) for r in rows])
+
+    await asyncio.wait_for(burst(), 20)  # warm-up: the model's run time becomes known
+    await asyncio.sleep(0.3)             # the callers' time away (far above half a run)
+    watching.append(True)
+    second = asyncio.ensure_future(burst())
+    async with asyncio.timeout(10):
+        while dispatcher.load()["running"] == 0:  # the gathering turn dispatches the burst
+            await asyncio.sleep(0)
+    assert second_run.wait(10), "the second half did not start while the loop was blocked"
+    results = await asyncio.wait_for(second, 20)
+    assert watching[1:] == [16, 16]
+    assert sorted(r["batch_size"] for r in results) == [16] * 32
+    await worker.stop()
+
+
+async def test_rows_handed_to_a_failing_split_run_are_still_served(model_dir):
+    """A split run that fails hands its waiting half back: that half runs next, and
+    the failed half is re-run one request at a time (one bad request fails alone)."""
+    worker = InferenceWorker(config(model_dir, serve=("conv-small",), inline_max_us=0.0))
+    await worker.start()
+    dispatcher = worker.loaded("conv-small").dispatcher
+    real, fail_next, release = dispatcher.session, [], threading.Event()
+
+    class FailingOnce:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def run(self, feeds):
+            if fail_next:
+                fail_next.clear()
+                assert release.wait(10)  # until the second half waits in the hand-off
+                raise InferenceFailed("injected failure")
+            return real.run(feeds)
+
+    dispatcher.session = FailingOnce()
+    rows = [np.random.default_rng(i).standard_normal((1, 3, 64, 64)).astype(np.float32) for i in range(32)]
+
+    def burst():
+        return asyncio.gather(*[worker.call("infer", {"model": "conv-small", "inputs": {"x": r}}) for r in rows])
+
+    first = await asyncio.wait_for(burst(), 20)
+    await asyncio.sleep(0.3)  # the callers' time away
+    fail_next.append(True)
+    second = asyncio.ensure_future(burst())
+    async with asyncio.timeout(10):
+        while dispatcher.load()["running"] == 0:
+            await asyncio.sleep(0)
+    assert dispatcher.load()["queued"] == 16
+    release.set()
+    results = await asyncio.wait_for(second, 20)
+    assert sorted(r["batch_size"] for r in results) == [1] * 16 + [16] * 16
+    for a, b in zip(first, results):
+        np.testing.assert_allclose(a["outputs"]["y"], b["outputs"]["y"], rtol=1e-5, atol=1e-6)
+    assert dispatcher.load() == {**dispatcher.load(), "running": 0, "queued": 0}
     await worker.stop()
