@@ -343,7 +343,7 @@ class Dispatcher:
             self._pending.extendleft(reversed(back))
             self._pending_rows += sum(i.rows for i in back)
             self._running -= 1
-            self._pump()
+        self._pump()  # rows that did not fit the hand-off before go to it (or to a run) now
 
     def _hand_off(self) -> None:
         """While a split run's lane is open, move waiting rows (up to a batch) to
