@@ -386,39 +386,62 @@ async def test_burst_after_callers_were_away_runs_as_two_halves(model_dir, split
     await worker.stop()
 
 
-async def test_second_half_of_a_split_burst_starts_without_the_event_loop(model_dir):
-    """The half that waits for a split run is handed to that run's executor thread,
-    which starts it the moment the first half ends: here the event loop is blocked
-    while that happens, so a loop turn between the halves would never come."""
+
+class HookedSession:
+    """A dispatcher's session that calls `before_run(feeds)` in the executor thread
+    before each real run."""
+
+    def __init__(self, real, before_run):
+        self._real, self._before_run = real, before_run
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def run(self, feeds):
+        self._before_run(feeds)
+        return self._real.run(feeds)
+
+
+async def split_ready_worker(model_dir, before_run):
+    """(worker, dispatcher, burst, first results): a conv-small worker whose 32
+    callers have been away after a first burst, so their next burst is split."""
     worker = InferenceWorker(config(model_dir, serve=("conv-small",), inline_max_us=0.0))
     await worker.start()
     dispatcher = worker.loaded("conv-small").dispatcher
-    real, watching, second_run = dispatcher.session, [], threading.Event()
-
-    class WatchedSession:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        def run(self, feeds):
-            if watching:
-                watching.append(len(feeds["x"]))
-                if len(watching) == 3:  # [True, first half, second half]
-                    second_run.set()
-            return real.run(feeds)
-
-    dispatcher.session = WatchedSession()
+    dispatcher.session = HookedSession(dispatcher.session, before_run)
     rows = [np.random.default_rng(i).standard_normal((1, 3, 64, 64)).astype(np.float32) for i in range(32)]
 
     def burst():
         return asyncio.gather(*[worker.call("infer", {"model": "conv-small", "inputs": {"x": r}}) for r in rows])
 
-    await asyncio.wait_for(burst(), 20)  # warm-up: the model's run time becomes known
-    await asyncio.sleep(0.3)             # the callers' time away (far above half a run)
+    first = await asyncio.wait_for(burst(), 20)  # the model's run time becomes known
+    await asyncio.sleep(0.3)                     # the callers' time away (far above half a run)
+    return worker, dispatcher, burst, first
+
+
+async def dispatched(dispatcher):
+    """Until the gathering turn has dispatched a burst (a run is in flight)."""
+    async with asyncio.timeout(10):
+        while dispatcher.load()["running"] == 0:
+            await asyncio.sleep(0)
+
+
+async def test_second_half_of_a_split_burst_starts_without_the_event_loop(model_dir):
+    """The half that waits for a split run is handed to that run's executor thread,
+    which starts it the moment the first half ends: here the event loop is blocked
+    while that happens, so a loop turn between the halves would never come."""
+    watching, second_run = [], threading.Event()
+
+    def watch(feeds):
+        if watching:
+            watching.append(len(feeds["x"]))
+            if len(watching) == 3:  # [True, first half, second half]
+                second_run.set()
+
+    worker, dispatcher, burst, _ = await split_ready_worker(model_dir, watch)
     watching.append(True)
     second = asyncio.ensure_future(burst())
-    async with asyncio.timeout(10):
-        while dispatcher.load()["running"] == 0:  # the gathering turn dispatches the burst
-            await asyncio.sleep(0)
+    await dispatched(dispatcher)
     assert second_run.wait(10), "the second half did not start while the loop was blocked"
     results = await asyncio.wait_for(second, 20)
     assert watching[1:] == [16, 16]
@@ -429,35 +452,18 @@ async def test_second_half_of_a_split_burst_starts_without_the_event_loop(model_
 async def test_rows_handed_to_a_failing_split_run_are_still_served(model_dir):
     """A split run that fails hands its waiting half back: that half runs next, and
     the failed half is re-run one request at a time (one bad request fails alone)."""
-    worker = InferenceWorker(config(model_dir, serve=("conv-small",), inline_max_us=0.0))
-    await worker.start()
-    dispatcher = worker.loaded("conv-small").dispatcher
-    real, fail_next, release = dispatcher.session, [], threading.Event()
+    fail_next, release = [], threading.Event()
 
-    class FailingOnce:
-        def __getattr__(self, name):
-            return getattr(real, name)
+    def fail_once(feeds):
+        if fail_next:
+            fail_next.clear()
+            assert release.wait(10)  # until the second half waits in the hand-off
+            raise InferenceFailed("injected failure")
 
-        def run(self, feeds):
-            if fail_next:
-                fail_next.clear()
-                assert release.wait(10)  # until the second half waits in the hand-off
-                raise InferenceFailed("injected failure")
-            return real.run(feeds)
-
-    dispatcher.session = FailingOnce()
-    rows = [np.random.default_rng(i).standard_normal((1, 3, 64, 64)).astype(np.float32) for i in range(32)]
-
-    def burst():
-        return asyncio.gather(*[worker.call("infer", {"model": "conv-small", "inputs": {"x": r}}) for r in rows])
-
-    first = await asyncio.wait_for(burst(), 20)
-    await asyncio.sleep(0.3)  # the callers' time away
+    worker, dispatcher, burst, first = await split_ready_worker(model_dir, fail_once)
     fail_next.append(True)
     second = asyncio.ensure_future(burst())
-    async with asyncio.timeout(10):
-        while dispatcher.load()["running"] == 0:
-            await asyncio.sleep(0)
+    await dispatched(dispatcher)
     assert dispatcher.load()["queued"] == 16
     release.set()
     results = await asyncio.wait_for(second, 20)
