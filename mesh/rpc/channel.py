@@ -260,7 +260,7 @@ class RpcChannel:
             return self._reply_error(req.id, E.decode_failed(e.message))
         try:
             result = responder.handler(value)
-            if inspect.isawaitable(result):
+            if type(result) is types.CoroutineType or inspect.isawaitable(result):  # async def first: cheap
                 result = await result
         except asyncio.CancelledError:
             raise

@@ -56,7 +56,7 @@ def _check_one(spec: TensorSpec, value: Any, symbols: dict[str, tuple[int, str]]
     if not isinstance(value, np.ndarray):
         raise InvalidInput(f"{where}: expected a tensor of dtype {spec.dtype} and shape {shape_text(spec.shape)}, "
                            f"got {type(value).__name__}", details={"input": spec.name, "expected": spec.dtype})
-    want = np.dtype(spec.dtype)
+    want = _np_dtype(spec.dtype)
     if value.dtype != want:
         got = value.dtype.name if value.dtype.name != want.name else value.dtype.str
         wanted = want.name if value.dtype.name != want.name else want.str
@@ -77,6 +77,17 @@ def _check_one(spec: TensorSpec, value: Any, symbols: dict[str, tuple[int, str]]
                 raise InvalidInput(f"{where}: dim {axis} ({want_dim!r}) is {got_dim} but input {seen[1]!r} "
                                    f"has {want_dim!r} = {seen[0]}", details={"input": spec.name, "expected": seen[0]})
     return value
+
+
+_NP_DTYPES: dict[str, np.dtype] = {}
+
+
+def _np_dtype(name: str) -> np.dtype:
+    """np.dtype(name), looked up once per name (it runs for every request)."""
+    found = _NP_DTYPES.get(name)
+    if found is None:
+        found = _NP_DTYPES[name] = np.dtype(name)
+    return found
 
 
 def _rows(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int:

@@ -234,7 +234,7 @@ class InferenceWorker(Worker):
         label = UNRESOLVED
         try:
             model_id, version = _model_ref(value)
-            loaded = await self._resolve(model_id, version)
+            loaded = self.loaded(model_id, version) or await self._resolve(model_id, version)
             label = loaded.label
             feeds, rows = validate_inputs(loaded.session.inputs, value.get("inputs"),
                                           max_rows=self.config.max_request_rows)
