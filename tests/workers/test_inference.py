@@ -12,7 +12,7 @@ import pytest
 
 from mesh.topics import topic_key
 from workers.config import ModelConfig
-from workers.errors import Busy, ChecksumMismatch, InferenceFailed, InvalidInput, ModelNotFound, ModelNotLoaded, ModelTooLarge, Unavailable
+from workers.errors import Busy, ChecksumMismatch, InferenceFailed, InvalidInput, ModelNotFound, ModelNotLoaded, ModelTooLarge, Unavailable, WorkerError
 from workers.inference import InferenceConfig, InferenceWorker
 from workers.inference.source import LocalDirectorySource, ModelFile
 
@@ -471,4 +471,29 @@ async def test_rows_handed_to_a_failing_split_run_are_still_served(model_dir):
     for a, b in zip(first, results):
         np.testing.assert_allclose(a["outputs"]["y"], b["outputs"]["y"], rtol=1e-5, atol=1e-6)
     assert dispatcher.load() == {**dispatcher.load(), "running": 0, "queued": 0}
+    await worker.stop()
+
+
+async def test_a_failure_while_handing_back_a_run_frees_its_slot(model_dir):
+    """If handing a run's results back fails (a bug), its callers hear an error,
+    the run's slot is freed and the model keeps serving."""
+    worker = InferenceWorker(config(model_dir, serve=("conv-small",), inline_max_us=0.0, max_concurrent=1))
+    await worker.start()
+    dispatcher = worker.loaded("conv-small").dispatcher
+    real, broken = worker.stats.queue_s.observe, [True]
+
+    def observe(*args):
+        if broken:
+            broken.clear()
+            raise RuntimeError("metrics broke")
+        return real(*args)
+
+    worker.stats.queue_s.observe = observe
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with pytest.raises(WorkerError) as e:
+        await asyncio.wait_for(worker.call("infer", {"model": "conv-small", "inputs": {"x": x}}), 10)
+    assert e.value.code == "INTERNAL"
+    assert dispatcher.load()["running"] == 0
+    reply = await asyncio.wait_for(worker.call("infer", {"model": "conv-small", "inputs": {"x": x}}), 10)
+    assert reply["outputs"]["y"].shape[0] == 1
     await worker.stop()

@@ -321,6 +321,21 @@ class Dispatcher:
 
     def _ran(self, batch: list[_Item], t_start: float, outcome: Any, lane_goes_on: bool) -> None:
         """Loop thread: one run of a lane ended."""
+        try:
+            self._deliver(batch, t_start, outcome)
+        except BaseException as e:  # a bug here: the callers still hear back, the slot is still freed
+            _fail(batch, as_worker_error(e) if isinstance(e, Exception) else e)
+            raise
+        finally:
+            if not lane_goes_on:
+                with self._lane_lock:
+                    back, self._handoff = self._handoff, []
+                self._pending.extendleft(reversed(back))
+                self._pending_rows += sum(i.rows for i in back)
+                self._running -= 1
+            self._pump()  # rows that did not fit the hand-off before go to it (or to a run) now
+
+    def _deliver(self, batch: list[_Item], t_start: float, outcome: Any) -> None:
         for item in batch:
             self._stats.queue_s.observe(t_start - item.t0, self.name)
         if isinstance(outcome, BaseException):
@@ -331,19 +346,12 @@ class Dispatcher:
                 task.add_done_callback(self._tasks.discard)
             else:
                 _fail(batch, as_worker_error(outcome) if isinstance(outcome, Exception) else outcome)
-        else:
-            results, run_s = outcome
-            rows = sum(i.rows for i in batch)
-            self._record(batch, rows, run_s)
-            for item, out in zip(batch, results):
-                _resolve(item.future, (out, rows))
-        if not lane_goes_on:
-            with self._lane_lock:
-                back, self._handoff = self._handoff, []
-            self._pending.extendleft(reversed(back))
-            self._pending_rows += sum(i.rows for i in back)
-            self._running -= 1
-        self._pump()  # rows that did not fit the hand-off before go to it (or to a run) now
+            return
+        results, run_s = outcome
+        rows = sum(i.rows for i in batch)
+        self._record(batch, rows, run_s)
+        for item, out in zip(batch, results):
+            _resolve(item.future, (out, rows))
 
     def _hand_off(self) -> None:
         """While a split run's lane is open, move waiting rows (up to a batch) to
