@@ -402,10 +402,10 @@ class HookedSession:
         return self._real.run(feeds)
 
 
-async def split_ready_worker(model_dir, before_run):
-    """(worker, dispatcher, burst, first results): a conv-small worker whose 32
-    callers have been away after a first burst, so their next burst is split."""
-    worker = InferenceWorker(config(model_dir, serve=("conv-small",), inline_max_us=0.0))
+async def split_ready_worker(model_dir, before_run, **settings):
+    """(worker, dispatcher, burst, first results): a worker serving conv-small whose
+    32 callers have been away after a first burst, so their next burst is split."""
+    worker = InferenceWorker(config(model_dir, **{"serve": ("conv-small",), "inline_max_us": 0.0, **settings}))
     await worker.start()
     dispatcher = worker.loaded("conv-small").dispatcher
     dispatcher.session = HookedSession(dispatcher.session, before_run)
@@ -496,4 +496,33 @@ async def test_a_failure_while_handing_back_a_run_frees_its_slot(model_dir):
     assert dispatcher.load()["running"] == 0
     reply = await asyncio.wait_for(worker.call("infer", {"model": "conv-small", "inputs": {"x": x}}), 10)
     assert reply["outputs"]["y"].shape[0] == 1
+    await worker.stop()
+
+
+async def test_a_lane_gives_its_thread_up_to_another_models_run(model_dir):
+    """With one executor thread, a split run of one model does not keep the thread
+    for its second half while another model's run waits for it: that run goes
+    first, so a busy model cannot starve the others."""
+    order, armed, release = [], [], threading.Event()
+
+    def conv_run(feeds):
+        if armed:
+            armed.clear()
+            assert release.wait(10)  # until the other model's run waits for the thread
+        if release.is_set():
+            order.append(("conv-small", len(feeds["x"])))
+
+    worker, dispatcher, burst, _ = await split_ready_worker(
+        model_dir, conv_run, serve=("conv-small", "mlp-tiny"), executor_threads=1)
+    tiny = worker.loaded("mlp-tiny").dispatcher
+    tiny.session = HookedSession(tiny.session, lambda feeds: order.append(("mlp-tiny", len(feeds["x"]))))
+    armed.append(True)
+    second = asyncio.ensure_future(burst())
+    await dispatched(dispatcher)
+    x = np.zeros((1, 64), np.float32)
+    other = asyncio.ensure_future(worker.call("infer", {"model": "mlp-tiny", "inputs": {"x": x}}))
+    await dispatched(tiny)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(second, other), 20)
+    assert order == [("conv-small", 16), ("mlp-tiny", 1), ("conv-small", 16)]
     await worker.stop()

@@ -48,7 +48,7 @@ import math
 import threading
 import time
 from collections import deque
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -92,6 +92,37 @@ class ServingConfig:
         if (self.max_batch_size < 1 or self.max_concurrent < 1 or self.max_queue < 0 or self.max_delay_ms < 0
                 or self.inline_max_us < 0):
             raise ValueError(f"invalid serving config {self}")
+
+
+class RunExecutor(ThreadPoolExecutor):
+    """The worker's onnxruntime threads, shared by all its models. It counts the
+    calls that wait for a thread, so that a lane (`Dispatcher._lane`) gives its
+    thread up to another model's run instead of keeping it while there is work
+    of its own: the pool stays first come, first served between models."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = ""):
+        super().__init__(max_workers, thread_name_prefix=thread_name_prefix)
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def submit(self, fn, /, *args, **kwargs):
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            return super().submit(self._started, fn, args, kwargs)
+        except BaseException:
+            with self._waiting_lock:
+                self._waiting -= 1
+            raise
+
+    def _started(self, fn, args, kwargs):
+        with self._waiting_lock:
+            self._waiting -= 1
+        return fn(*args, **kwargs)
 
 
 @dataclass(eq=False)
@@ -299,15 +330,18 @@ class Dispatcher:
 
     def _lane(self, batch: list[_Item]) -> None:
         """Executor thread: run `batch`, then whatever was handed off meanwhile,
-        until the hand-off is empty; each outcome goes back to the loop."""
+        until the hand-off is empty or other runs wait for a thread (they go
+        first; this model's next run queues behind them); each outcome goes back
+        to the loop."""
         while True:
             t_start = time.perf_counter()
             try:
                 outcome = _execute(self.session, [i.feeds for i in batch], [i.rows for i in batch])
             except BaseException as e:  # noqa: BLE001 - handed to the loop, which tells every caller
                 outcome = e
+            others_wait = getattr(self._executor, "waiting", 0) > 0  # another model's run wants a thread
             with self._lane_lock:
-                if self._lane_open and self._handoff and not isinstance(outcome, BaseException):
+                if self._lane_open and self._handoff and not others_wait and not isinstance(outcome, BaseException):
                     following, self._handoff = self._handoff, []
                 else:  # the lane ends; the loop takes back what is left in the hand-off (_ran)
                     following, self._lane_open = [], False

@@ -29,7 +29,6 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from typing import Any
 from ..base import Worker
 from ..errors import ChecksumMismatch, InvalidInput, ModelNotFound, ModelNotLoaded, ModelTooLarge, WorkerError
 from ..logging import BoundLogger
-from .batcher import Dispatcher, ServingConfig
+from .batcher import Dispatcher, RunExecutor, ServingConfig
 from .cache import SessionCache
 from .config import InferenceConfig
 from .files import chunk_request, read_chunk
@@ -95,7 +94,7 @@ class InferenceWorker(Worker):
         self._latest: dict[str, str] = {}
         self._loading: dict[tuple[str, str | None], asyncio.Task] = {}
         self._retiring: set[asyncio.Task] = set()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: RunExecutor | None = None
         self.registry.gauge("models_loaded", "models in the session cache", (),
                             lambda: {(): float(len(self._cache))})
         self.registry.gauge("cache_bytes", "model bytes in the session cache", (),
@@ -113,7 +112,7 @@ class InferenceWorker(Worker):
     # ------------------------------------------------------------ lifecycle
 
     async def on_start(self) -> None:
-        self._executor = ThreadPoolExecutor(self.config.executor_threads, thread_name_prefix="onnx")
+        self._executor = RunExecutor(self.config.executor_threads, thread_name_prefix="onnx")
         if self.config.pool_topic:
             await self.join(self.config.pool_topic)
         serve = self.config.serve or (tuple(m.id for m in self.config.models if m.role == self.role)
