@@ -45,15 +45,6 @@ def encode_request(id: int, method: str, value: Buf) -> bytes:  # noqa: A002
 def decode_request(payload: Buf) -> Request:
     view = payload if isinstance(payload, memoryview) else memoryview(payload)
     end = len(view)
-    if end >= 2 and view[0] <= 0xFC and view[1] <= 0xFC:  # the common case: a small id and method name
-        rid, pos = view[0], 2 + view[1]
-        if pos > end:
-            raise DecodeError(f"out of bounds: method name of {view[1]} bytes, {end - 2} left")
-        try:
-            method = str(view[2:pos], "utf-8")
-        except UnicodeDecodeError as e:
-            raise DecodeError("invalid UTF-8 in string") from e
-        return Request(rid, method, view[pos:end])
     rid, pos = read_uint(view, 0, end)
     method, pos = read_string(view, pos, end)
     return Request(rid, method, view[pos:end])

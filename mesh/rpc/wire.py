@@ -36,9 +36,15 @@ def read_bytes(buf: Buf, pos: int, end: int) -> tuple[int, int, int]:
 
 
 def read_string(buf: Buf, pos: int, end: int) -> tuple[str, int]:
-    start, stop, pos = read_bytes(buf, pos, end)
+    if pos < end and buf[pos] <= 0xFC:  # a one-byte length (method names): no helper calls
+        start = pos + 1
+        stop = start + buf[pos]
+        if stop > end:
+            raise DecodeError(f"out of bounds: buffer of {buf[pos]} bytes, {end - start} left")
+    else:
+        start, stop, _ = read_bytes(buf, pos, end)
     try:
-        return str(buf[start:stop], "utf-8"), pos
+        return str(buf[start:stop], "utf-8"), stop
     except UnicodeDecodeError as e:
         raise DecodeError("invalid UTF-8 in string") from e
 
