@@ -97,7 +97,8 @@ class RpcChannel:
         self._next_id += 1
         payload = M.encode_request(rid, method, body)
         self._check_size(payload, "request")
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._pending[rid] = (fut, enc, inband_errors)
         if timeout is None:
             timeout = self.config.default_timeout
@@ -111,7 +112,6 @@ class RpcChannel:
             if not session.must_drain():
                 # The common case: only the reply to wait for; a timer on the
                 # future is cheaper than a cancel scope around the task.
-                loop = asyncio.get_running_loop()
                 timer = loop.call_at(loop.time() + timeout, _expire, fut)
                 try:
                     return await fut

@@ -7,6 +7,7 @@ request without reading the model.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,9 @@ import numpy as np
 
 from ..errors import InvalidInput
 from .runner import TensorSpec
+
+
+_np_dtype = functools.cache(np.dtype)  # np.dtype(name) once per name: it runs for every request
 
 
 def shape_text(shape: Sequence[Any]) -> str:
@@ -77,17 +81,6 @@ def _check_one(spec: TensorSpec, value: Any, symbols: dict[str, tuple[int, str]]
                 raise InvalidInput(f"{where}: dim {axis} ({want_dim!r}) is {got_dim} but input {seen[1]!r} "
                                    f"has {want_dim!r} = {seen[0]}", details={"input": spec.name, "expected": seen[0]})
     return value
-
-
-_NP_DTYPES: dict[str, np.dtype] = {}
-
-
-def _np_dtype(name: str) -> np.dtype:
-    """np.dtype(name), looked up once per name (it runs for every request)."""
-    found = _NP_DTYPES.get(name)
-    if found is None:
-        found = _NP_DTYPES[name] = np.dtype(name)
-    return found
 
 
 def _rows(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int:
