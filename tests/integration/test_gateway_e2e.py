@@ -505,6 +505,9 @@ async def test_killed_worker_traffic_moves_and_a_new_worker_gets_traffic(mesh):
             new = mesh.worker("pair")
             new_key = await asyncio.to_thread(Mesh.announced, new, "pair")
             await wait_for(lambda: any(w == new_key for *_, w in results), 10.0)   # found within seconds
+            # keep the load on past the first second after the kill (the checks below look
+            # there); on a quiet machine the new worker can be found sooner than that
+            await wait_for(lambda: any(s > killed_at + 1.0 for s, *_ in results))
         finally:
             stop.set()
             await asyncio.gather(*load, return_exceptions=True)
