@@ -26,7 +26,7 @@ def serve(argv: Sequence[str]) -> int:
     keys = KeyStore(config.keys_db, config.key_cache_s)
     app = create_app(config, MeshWorkerDirectory(config), keys)
     web.run_app(app, host=config.host, port=config.port, print=lambda msg: print(msg, flush=True),
-                loop=eventloop.new_event_loop())
+                loop=eventloop.new_event_loop(config.busy_poll_us / 1e6))
     return 0
 
 

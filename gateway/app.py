@@ -15,6 +15,8 @@ from typing import Callable
 
 from aiohttp import web
 
+from mesh import eventloop
+from mesh.busy_poll import BusyPollStats
 from mesh.topics import topic_key
 
 from .auth import ApiKey, KeyStore, require
@@ -63,6 +65,10 @@ class Gateway:
                 counts[state] = counts.get(state, 0) + 1
             for state in ("healthy", "suspect", "probation", "quarantined"):
                 yield service, state, counts.get(state, 0)
+
+    def busy_poll_stats(self) -> BusyPollStats | None:
+        """The busy-poll counters of the loop serving the gateway (None when it does not poll)."""
+        return eventloop.busy_poll_stats() if _loop_running() else None
 
 
 def _loop_running() -> bool:
@@ -222,7 +228,7 @@ def create_app(config: GatewayConfig, directory: WorkerDirectory, keys: KeyStore
     dispatcher = Dispatcher(directory, config)
     gw = Gateway(config, directory, keys, dispatcher, Catalogue(dispatcher), RateLimiter(config.bucket_idle_s),
                  metrics=None)  # type: ignore[arg-type]
-    gw.metrics = Metrics(gw.workers_by_state)
+    gw.metrics = Metrics(gw.workers_by_state, gw.busy_poll_stats)
     dispatcher.on_retry = gw.metrics.retries.inc
     app = web.Application(middlewares=[errors_and_metrics, auth_limits_deadline],
                           client_max_size=config.max_body_bytes)

@@ -45,6 +45,7 @@ class GatewayConfig:
     quarantine_max_s: float = 60.0
     key_cache_s: float = 2.0                # how long a checked key is trusted before re-reading SQLite
     seed: int | None = None                 # seed for random strategies (tests, benchmarks)
+    busy_poll_us: int = 2000                # event loop polls this long (adaptive) before sleeping; 0: off
 
     def strategy_for(self, model: str) -> str:
         """The balancing strategy of `model`."""
@@ -94,6 +95,9 @@ _OPTIONS = [
     ("quarantine_max_s", "--quarantine-max", float, "MESH_QUARANTINE_MAX", "longest quarantine in seconds"),
     ("key_cache_s", "--key-cache", float, "MESH_KEY_CACHE", "seconds a checked key is trusted before re-reading the key store"),
     ("seed", "--seed", int, "MESH_SEED", "seed of the random strategies"),
+    ("busy_poll_us", "--busy-poll-us", int, "MESH_BUSY_POLL_US",
+     "microseconds the event loop polls for I/O before it sleeps (adaptive; saves wake-ups at low load "
+     "at the price of CPU time; 0 turns it off)"),
 ]
 _REPEATABLE = {"bootstrap", "models", "model_strategies"}
 
@@ -182,5 +186,7 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
     config = GatewayConfig(**values)
     if config.strategy not in STRATEGIES:
         parser.error(f"--strategy must be one of {STRATEGIES}")
+    if config.busy_poll_us < 0:
+        parser.error(f"--busy-poll-us must be 0 or more, got {config.busy_poll_us}")
     return config
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from mesh.busy_poll import BusyPollStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -25,8 +27,30 @@ class _WorkersCollector:
         yield g
 
 
+class _BusyPollCollector:
+    """The event loop's busy-poll counters (mesh.busy_poll), read at scrape time."""
+
+    def __init__(self, source: Callable[[], BusyPollStats | None]):
+        self._source = source
+
+    def collect(self):
+        stats = self._source()
+        if stats is None:
+            return
+        seconds = CounterMetricFamily("gateway_busy_poll_seconds", "Time the event loop spent polling for "
+                                      "I/O instead of sleeping (busy_poll_us)")
+        seconds.add_metric([], stats.poll_seconds)
+        polls = CounterMetricFamily("gateway_busy_polls", "Busy-poll windows by result: hit (an event came "
+                                    "while polling), miss (the loop slept after all)", labels=["result"])
+        polls.add_metric(["hit"], stats.hits)
+        polls.add_metric(["miss"], stats.misses)
+        yield seconds
+        yield polls
+
+
 class Metrics:
-    def __init__(self, workers_source: Callable[[], Iterable[tuple[str, str, int]]]):
+    def __init__(self, workers_source: Callable[[], Iterable[tuple[str, str, int]]],
+                 busy_poll_source: Callable[[], BusyPollStats | None] = lambda: None):
         self.registry = CollectorRegistry()
         self.requests = Counter("gateway_requests", "HTTP requests by route, method and status",
                                 ["route", "method", "status"], registry=self.registry)
@@ -35,6 +59,7 @@ class Metrics:
         self.errors = Counter("gateway_errors", "Errors by kind", ["kind"], registry=self.registry)
         self.retries = Counter("gateway_retries", "Requests moved to another worker", registry=self.registry)
         self.registry.register(_WorkersCollector(workers_source))
+        self.registry.register(_BusyPollCollector(busy_poll_source))
         self._children: dict = {}   # labels() takes a lock and builds a tuple: cache the children
 
     def _child(self, metric, *labels):

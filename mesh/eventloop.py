@@ -13,6 +13,10 @@ worker's loop iterations at one client).
 iteration's ready callbacks. `at_iteration_end` falls back to `call_soon` on any
 other loop (tests, aiohttp's default loop), so code using it runs anywhere, only
 a turn later. Entry points start their loop with `run()`.
+
+A MeshEventLoop can also poll for I/O briefly before it sleeps (`busy_poll_s`,
+`set_busy_poll`; see busy_poll.py): server processes turn it on to save the
+wake-ups that dominate latency at low load. It is off unless asked for.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+from .busy_poll import BusyPollSelector, BusyPollStats
 
 T = TypeVar("T")
 
@@ -29,7 +35,12 @@ def _nothing() -> None:
 
 
 class MeshEventLoop(asyncio.SelectorEventLoop):
-    def __init__(self, selector=None):
+    def __init__(self, selector=None, busy_poll_s: float = 0.0):
+        self._busy_poll: BusyPollSelector | None = None
+        if selector is None:
+            selector = self._busy_poll = BusyPollSelector(busy_poll_s)
+        elif busy_poll_s:
+            raise ValueError("busy polling needs the loop's own selector")
         super().__init__(selector)
         self._iteration_end: list[Callable[[], None]] = []
         self._in_iteration_end = False
@@ -41,6 +52,15 @@ class MeshEventLoop(asyncio.SelectorEventLoop):
             # added by an iteration-end callback: it runs at the end of the next
             # iteration, which must not block in the selector waiting for I/O
             self.call_soon(_nothing)
+
+    def set_busy_poll(self, max_s: float) -> None:
+        """Poll for up to `max_s` (adaptive) before sleeping; 0 turns polling off."""
+        if self._busy_poll is None:
+            raise ValueError("busy polling needs the loop's own selector")
+        self._busy_poll.window.set_max(max_s)
+
+    def busy_poll_stats(self) -> BusyPollStats | None:
+        return self._busy_poll.stats if self._busy_poll is not None else None
 
     def _run_once(self) -> None:
         super()._run_once()
@@ -72,8 +92,24 @@ def at_iteration_end(fn: Callable[[], None], loop: asyncio.AbstractEventLoop | N
         loop.call_soon(fn)
 
 
-def new_event_loop() -> MeshEventLoop:
-    return MeshEventLoop()
+def set_busy_poll(max_s: float, loop: asyncio.AbstractEventLoop | None = None) -> bool:
+    """Turn busy polling of the running loop (or `loop`) on (`max_s` > 0) or off.
+    False, and nothing done, when it is not a MeshEventLoop (tests, other loops)."""
+    loop = loop or asyncio.get_running_loop()
+    if not isinstance(loop, MeshEventLoop) or loop._busy_poll is None:
+        return False
+    loop.set_busy_poll(max_s)
+    return True
+
+
+def busy_poll_stats(loop: asyncio.AbstractEventLoop | None = None) -> BusyPollStats | None:
+    """The running loop's busy-poll counters, or None when it does not poll."""
+    loop = loop or asyncio.get_running_loop()
+    return loop.busy_poll_stats() if isinstance(loop, MeshEventLoop) else None
+
+
+def new_event_loop(busy_poll_s: float = 0.0) -> MeshEventLoop:
+    return MeshEventLoop(busy_poll_s=busy_poll_s)
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
@@ -83,7 +119,7 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
         return MeshEventLoop()
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
+def run(main: Coroutine[Any, Any, T], busy_poll_s: float = 0.0) -> T:
     """asyncio.run(main) on a MeshEventLoop."""
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(busy_poll_s)) as runner:
         return runner.run(main)

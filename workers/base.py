@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from mesh import eventloop
+from mesh.busy_poll import BusyPollStats
 from mesh.topics import topic_key
 
 from .config import WorkerConfig
@@ -142,6 +143,12 @@ class Worker:
                                                  ("method", "code"))
         self._m_seconds = self.registry.histogram("request_seconds", "RPC call latency", ("method",))
         self.registry.gauge("in_flight", "RPC calls running now", (), lambda: {(): float(self._in_flight)})
+        self._busy_poll: BusyPollStats | None = None  # of the loop `run()` serves on
+        self.registry.read_counter("busy_poll_seconds", "time the event loop spent polling for I/O "
+                                   "instead of sleeping (busy_poll_us)", (), self._busy_poll_seconds)
+        self.registry.read_counter("busy_polls", "busy-poll windows by result: hit (an event came "
+                                   "while polling), miss (the loop slept after all)", ("result",),
+                                   self._busy_polls)
         for attr in dir(type(self)):
             fn = getattr(type(self), attr, None)
             mark = getattr(fn, "__rpc_method__", None)
@@ -325,6 +332,13 @@ class Worker:
         self.log.info("worker started", extra={"methods": sorted(self._methods), "topics": self.topics,
                                               "ops_port": self.ops_port})
 
+    def _busy_poll_seconds(self) -> dict[tuple[str, ...], float]:
+        return {(): self._busy_poll.poll_seconds} if self._busy_poll is not None else {}
+
+    def _busy_polls(self) -> dict[tuple[str, ...], float]:
+        stats = self._busy_poll
+        return {("hit",): float(stats.hits), ("miss",): float(stats.misses)} if stats is not None else {}
+
     async def wait_serving(self) -> None:
         """Return once `start()` has finished (for `run()` callers and tests)."""
         await self._serving.wait()
@@ -370,8 +384,13 @@ class Worker:
 
     async def run(self, mesh: Mesh | Any | None = None,
                   signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
-        """Start, serve until a signal or `request_stop()`, then drain and stop."""
+        """Start, serve until a signal or `request_stop()`, then drain and stop.
+
+        The process-wide settings of a worker that owns its process live here, not in
+        `start()`: its signal handlers and its event loop's busy polling."""
         loop = asyncio.get_running_loop()
+        if eventloop.set_busy_poll(self.config.busy_poll_us / 1e6, loop):
+            self._busy_poll = eventloop.busy_poll_stats(loop)
         await self.start(mesh)
         installed = []
         for sig in signals:

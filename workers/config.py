@@ -43,6 +43,8 @@ class WorkerConfig:
     the lead's mesh wiring; workers only pass them on).  ops_host/ops_port: the
     operator HTTP port (/health, /metrics); 0 disables it.  drain_timeout_s: how
     long a graceful stop waits for running requests.  log_level: stdlib level.
+    busy_poll_us: how long a worker process's event loop polls for I/O before it
+    sleeps (adaptive, see mesh/busy_poll.py); 0 turns polling off.
     """
 
     name: str = "worker"
@@ -52,6 +54,11 @@ class WorkerConfig:
     ops_port: int = 0
     drain_timeout_s: float = 30.0
     log_level: str = "INFO"
+    busy_poll_us: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.busy_poll_us < 0:
+            raise ConfigInvalid(f"busy_poll_us must be 0 or more, got {self.busy_poll_us}")
 
 
 @dataclass(frozen=True)

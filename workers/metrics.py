@@ -52,6 +52,13 @@ class Gauge:
 
 
 @dataclass
+class ReadCounter(Gauge):
+    """A counter whose totals are kept elsewhere and read at collection time."""
+
+    kind = "counter"
+
+
+@dataclass
 class HistogramSeries:
     counts: list[int]          # per bucket, not cumulative; last is +Inf
     total: float = 0.0
@@ -102,7 +109,7 @@ class Histogram:
             return math.inf
 
 
-Metric = Counter | Gauge | Histogram
+Metric = Counter | Gauge | ReadCounter | Histogram
 
 
 class Registry:
@@ -128,6 +135,10 @@ class Registry:
     def gauge(self, name: str, help: str, labelnames: Labels,
               read: Callable[[], dict[Labels, float]]) -> Gauge:
         return self._add(Gauge(f"{self.prefix}_{name}", help, labelnames, read))
+
+    def read_counter(self, name: str, help: str, labelnames: Labels,
+                     read: Callable[[], dict[Labels, float]]) -> ReadCounter:
+        return self._add(ReadCounter(f"{self.prefix}_{name}", help, labelnames, read))
 
     def __iter__(self) -> Iterable[Metric]:
         return iter(list(self._metrics.values()))

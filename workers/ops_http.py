@@ -29,12 +29,9 @@ class _Collector:
 
     def collect(self):
         for m in self.registry:
-            if isinstance(m, Counter):
-                fam = CounterMetricFamily(m.name, m.help, labels=list(m.labelnames))
-                for labels, v in m.values.items():
-                    fam.add_metric(list(labels), v)
-            elif isinstance(m, Gauge):
-                fam = GaugeMetricFamily(m.name, m.help, labels=list(m.labelnames))
+            if isinstance(m, (Counter, Gauge)):  # a ReadCounter is a Gauge of kind "counter"
+                family = CounterMetricFamily if m.kind == "counter" else GaugeMetricFamily
+                fam = family(m.name, m.help, labels=list(m.labelnames))
                 for labels, v in m.values.items():
                     fam.add_metric(list(labels), v)
             elif isinstance(m, Histogram):
@@ -47,7 +44,7 @@ class _Collector:
                         acc += c
                         cumulative.append((bound, acc))
                     fam.add_metric(list(labels), cumulative, total)
-            else:  # pragma: no cover - Registry only makes the three kinds
+            else:  # pragma: no cover - Registry only makes these kinds
                 continue
             yield fam
 

@@ -389,8 +389,10 @@ def main() -> None:
         elif mode == "ray":
             serve_ray(port)
         else:
+            from gateway.config import GatewayConfig
             from mesh import eventloop
-            eventloop.run(serve_gateway(port, sys.argv[4]))  # as `python -m gateway` runs
+            # as `python -m gateway` runs: on a MeshEventLoop, busy polling at its default
+            eventloop.run(serve_gateway(port, sys.argv[4]), busy_poll_s=GatewayConfig().busy_poll_us / 1e6)
         return
     if len(sys.argv) > 1 and sys.argv[1] == "client":
         url, key, c, seconds = sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])

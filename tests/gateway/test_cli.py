@@ -36,6 +36,14 @@ def test_config_from_env_and_cli():
     assert c.bootstrap == (("127.0.0.1", 1), ("127.0.0.1", 2))
 
 
+def test_busy_polling_defaults_on_and_can_be_turned_off():
+    assert from_args([], {}).busy_poll_us == 2000
+    assert from_args(["--busy-poll-us", "0"], {"MESH_BUSY_POLL_US": "900"}).busy_poll_us == 0
+    assert from_args([], {"MESH_BUSY_POLL_US": "900"}).busy_poll_us == 900
+    with pytest.raises(SystemExit):
+        from_args(["--busy-poll-us", "-5"], {})
+
+
 def test_topics_toml_under_env_under_cli(tmp_path):
     topics = tmp_path / "topics.toml"
     topics.write_text('namespace = "from-toml"\nbootstrap = ["127.0.0.1:7001", "127.0.0.1:7002"]\n')

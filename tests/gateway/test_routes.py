@@ -231,6 +231,9 @@ async def test_metrics(client, keys):
     assert 'gateway_errors_total{kind="malformed_json"} 1.0' in text
     assert 'gateway_request_seconds_bucket{le="0.005",route="/api/v1/inference/{modelId}"}' in text
     assert 'gateway_workers{state="healthy",topic="linear"} 3.0' in text
+    # the loop's busy-poll counters (mesh.busy_poll), zero here: the test loop does not poll
+    assert "gateway_busy_poll_seconds_total 0.0" in text
+    assert 'gateway_busy_polls_total{result="hit"} 0.0' in text
 
 
 async def test_openapi_matches_router(client, keys):

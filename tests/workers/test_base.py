@@ -167,6 +167,22 @@ async def test_sigterm_drains_and_stops():
     assert w.state == "stopped" and mesh.swarm.joined == set()
 
 
+async def test_run_sets_the_busy_polling_of_the_process_loop():
+    loop = asyncio.get_running_loop()
+    w = Echo(WorkerConfig(busy_poll_us=1500))
+    runner = asyncio.create_task(w.run(Mesh()))
+    try:
+        await asyncio.wait_for(w.wait_serving(), 5)
+        assert loop._busy_poll.window.max_s == pytest.approx(0.0015)
+        counters = {m.name: m.values for m in w.registry if m.kind == "counter"}
+        assert set(counters["mesh_worker_busy_polls"]) == {("hit",), ("miss",)}
+        assert counters["mesh_worker_busy_poll_seconds"][()] >= 0.0
+        w.request_stop()
+        await asyncio.wait_for(runner, 5)
+    finally:
+        loop.set_busy_poll(0.0)
+
+
 async def test_ops_http_health_and_metrics_over_socket():
     port = free_port()
     w = Echo(WorkerConfig(name="opsw", ops_port=port))
@@ -183,6 +199,7 @@ async def test_ops_http_health_and_metrics_over_socket():
             assert r.headers["Content-Type"].startswith("text/plain")
             text = await r.text()
     assert 'mesh_worker_requests_total{code="OK",method="echo"} 1.0' in text
+    assert "\nmesh_worker_busy_poll_seconds_total " not in text  # not run(): no loop of its own to report
     assert 'mesh_worker_request_seconds_count{method="echo"} 1.0' in text
     assert "mesh_worker_in_flight 0.0" in text
     running = asyncio.create_task(w.call("slow", 1))

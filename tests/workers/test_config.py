@@ -72,6 +72,14 @@ def test_bad_values_name_field_and_layer(doc):
         parse_cli(WorkerConfig, ["--ops-port"])
 
 
+def test_busy_polling_is_layered_and_never_negative():
+    assert WorkerConfig().busy_poll_us == 2000
+    c = layered(WorkerConfig, env={"MESH_BUSY_POLL_US": "0"}, cli={"busy_poll_us": "500"})
+    assert c.busy_poll_us == 500
+    with pytest.raises(ConfigInvalid, match="busy_poll_us"):
+        layered(WorkerConfig, env={"MESH_BUSY_POLL_US": "-1"})
+
+
 def test_models_section(doc):
     t = load_topics(doc)
     assert t.namespace == "ns1"

@@ -68,6 +68,7 @@ class ManagerConfig(WorkerConfig):
     fetch_window: int = 4
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         checks = {"max_model_bytes": self.max_model_bytes > 0,
                   "upload_timeout_s": self.upload_timeout_s > 0,
                   "max_uploads": self.max_uploads > 0,

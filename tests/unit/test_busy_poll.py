@@ -1,0 +1,224 @@
+"""mesh.busy_poll: the adaptive polling window and the selector that runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import pytest
+
+from mesh import eventloop
+from mesh.busy_poll import STEP_S, BusyPollSelector, BusyPollWindow
+
+
+# ---------------------------------------------------------------- the window (sans-IO)
+
+def test_soon_wakeups_grow_the_window_by_doubling_up_to_its_max():
+    w = BusyPollWindow(max_s=0.001)
+    seen = []
+    for _ in range(6):
+        w.woke(idle_s=0.0003, polled_s=0.0)
+        seen.append(w.window)
+    assert seen == pytest.approx([STEP_S, 2 * STEP_S, 4 * STEP_S, 8 * STEP_S, 16 * STEP_S, 0.001])
+
+
+def test_a_wasted_window_before_a_long_sleep_halves_it_down_to_nothing():
+    w = BusyPollWindow(max_s=0.0004)
+    for _ in range(5):
+        w.woke(0.0001, 0.0)
+    assert w.window == pytest.approx(0.0004)
+    seen = []
+    for _ in range(5):
+        w.woke(idle_s=1.0, polled_s=w.window)
+        seen.append(w.window)
+    assert seen == pytest.approx([0.0002, 0.0001, STEP_S, 0.0, 0.0])
+
+
+def test_a_long_sleep_without_polling_changes_nothing():
+    w = BusyPollWindow(max_s=0.001)
+    w.woke(1.0, 0.0)
+    assert w.window == 0.0
+
+
+def test_off_means_no_window_and_bad_settings_are_refused():
+    w = BusyPollWindow(max_s=0.0)
+    w.woke(0.0, 0.0)
+    assert w.window == 0.0
+    w.set_max(0.001)
+    w.woke(0.0, 0.0)
+    assert w.window == STEP_S
+    w.set_max(0.0)
+    assert w.window == 0.0
+    with pytest.raises(ValueError):
+        BusyPollWindow(max_s=-1)
+    with pytest.raises(ValueError):
+        w.set_max(-0.001)
+
+
+# ---------------------------------------------------------------- the selector, on a real socket pair
+
+class FakeClock:
+    def __init__(self, tick: float):
+        self.t = 0.0
+        self.tick = tick
+
+    def __call__(self) -> float:
+        self.t += self.tick
+        return self.t
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def polling_selector(sock, max_s, clock, yield_cpu, window=None):
+    sel = BusyPollSelector(max_s, clock=clock, yield_cpu=yield_cpu)
+    sel.register(sock, 1)  # EVENT_READ
+    sel.window.window = max_s if window is None else window
+    return sel
+
+
+def test_an_event_that_comes_while_polling_is_caught_without_sleeping(pair):
+    a, b = pair
+    yields = []
+
+    def yield_cpu():
+        yields.append(1)
+        if len(yields) == 3:
+            b.send(b"x")  # the peer answers while the selector polls
+
+    sel = polling_selector(a, 1.0, FakeClock(1e-6), yield_cpu)
+    try:
+        events = sel.select(None)  # would block forever without the poll
+        assert [key.fileobj for key, _ in events] == [a]
+        assert len(yields) == 3
+        assert (sel.stats.hits, sel.stats.misses) == (1, 0)
+        assert sel.window.window == 1.0  # a caught event keeps the window
+    finally:
+        sel.close()
+
+
+def test_a_window_that_runs_out_sleeps_for_the_rest_of_the_timeout(pair):
+    a, _ = pair
+    clock = FakeClock(10e-6)
+    yields = []
+    sel = polling_selector(a, 0.001, clock, lambda: yields.append(1))
+    try:
+        assert sel.select(0.02) == []  # timer due, no I/O
+        assert sel.stats.misses == 1 and sel.stats.hits == 0
+        # the clock advances 10 us per reading: about 1 ms of polling is about 100 readings
+        assert 90 <= len(yields) <= 101
+        assert sel.window.window == 0.001  # a sleep ended by a timer is no wake-up: window kept
+    finally:
+        sel.close()
+
+
+def test_polling_stops_at_the_next_timer(pair):
+    a, _ = pair
+    yields = []
+    sel = polling_selector(a, 1.0, FakeClock(10e-6), lambda: yields.append(1))
+    try:
+        assert sel.select(0.0002) == []
+        assert len(yields) <= 21  # 0.2 ms of 10 us readings, not the 1 s window
+    finally:
+        sel.close()
+
+
+def test_a_zero_timeout_and_a_turned_off_window_never_poll(pair):
+    a, b = pair
+    yields = []
+    sel = polling_selector(a, 1.0, FakeClock(1e-6), lambda: yields.append(1))
+    try:
+        assert sel.select(0) == []
+        sel.window.set_max(0.0)
+        b.send(b"x")
+        assert len(sel.select(None)) == 1
+        assert yields == [] and sel.stats.hits == sel.stats.misses == 0
+    finally:
+        sel.close()
+
+
+def test_a_wakeup_soon_after_a_missed_window_grows_it(pair):
+    a, b = pair
+    clock = FakeClock(10e-6)
+    sel = polling_selector(a, 0.001, clock, lambda: None, window=STEP_S)
+    try:
+        threading.Timer(0.01, b.send, (b"x",)).start()
+        assert len(sel.select(5.0)) == 1
+        # idle for about 50 us of fake time polled, then a real sleep measured on the same
+        # fake clock (a few readings): well under max, so the window doubles
+        assert sel.stats.misses == 1
+        assert sel.window.window == pytest.approx(2 * STEP_S)
+    finally:
+        sel.close()
+
+
+# ---------------------------------------------------------------- on the mesh event loop
+
+def test_a_busy_polling_loop_catches_replies_and_still_runs_timers():
+    """A UDP echo peer in a thread answers 40 pings; the loop's window grows
+    (50 ms at most) until replies are caught while polling."""
+    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    echo.bind(("127.0.0.1", 0))
+    echo.settimeout(10)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                data, addr = echo.recvfrom(100)
+            except (TimeoutError, OSError):
+                return
+            echo.sendto(data, addr)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        got: asyncio.Queue = asyncio.Queue()
+
+        class Client(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                got.put_nowait(data)
+
+        transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=echo.getsockname())
+        try:
+            for i in range(40):
+                transport.sendto(b"%d" % i)
+                assert await asyncio.wait_for(got.get(), 10) == b"%d" % i
+            await asyncio.sleep(0.01)  # a timer still fires on a polling loop
+        finally:
+            transport.close()
+        return eventloop.busy_poll_stats()
+
+    try:
+        stats = eventloop.run(main(), busy_poll_s=0.05)
+    finally:
+        stop.set()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as waker:
+            waker.sendto(b"", echo.getsockname())  # a blocked recvfrom does not see close()
+        server.join(10)
+        echo.close()
+    assert stats is not None and stats.hits >= 1 and stats.poll_seconds > 0
+
+
+async def test_set_busy_poll_reaches_the_running_mesh_loop_and_only_it():
+    loop = asyncio.get_running_loop()
+    assert eventloop.set_busy_poll(0.002)
+    try:
+        assert loop._busy_poll.window.max_s == 0.002
+    finally:
+        eventloop.set_busy_poll(0.0)
+    other = asyncio.SelectorEventLoop()
+    try:
+        assert eventloop.set_busy_poll(0.002, other) is False
+        assert eventloop.busy_poll_stats(other) is None
+    finally:
+        other.close()
