@@ -37,8 +37,10 @@ def _nothing() -> None:
 class MeshEventLoop(asyncio.SelectorEventLoop):
     def __init__(self, selector=None, busy_poll_s: float = 0.0):
         self._busy_poll: BusyPollSelector | None = None
+        self._executor_jobs = 0
+        self._poll_pausers: list[Callable[[], bool]] = []
         if selector is None:
-            selector = self._busy_poll = BusyPollSelector(busy_poll_s)
+            selector = self._busy_poll = BusyPollSelector(busy_poll_s, paused=self._threads_working)
         elif busy_poll_s:
             raise ValueError("busy polling needs the loop's own selector")
         super().__init__(selector)
@@ -61,6 +63,29 @@ class MeshEventLoop(asyncio.SelectorEventLoop):
 
     def busy_poll_stats(self) -> BusyPollStats | None:
         return self._busy_poll.stats if self._busy_poll is not None else None
+
+    def pause_busy_poll_while(self, working: Callable[[], bool]) -> Callable[[], None]:
+        """Do not poll while `working()` is true: code whose threads report back to
+        this loop (and so need the GIL) registers here. Returns the undo."""
+        self._poll_pausers.append(working)
+        return lambda: self._poll_pausers.remove(working) if working in self._poll_pausers else None
+
+    def _threads_working(self) -> bool:
+        if self._executor_jobs:
+            return True
+        for working in self._poll_pausers:
+            if working():
+                return True
+        return False
+
+    def run_in_executor(self, executor, func, *args):
+        future = super().run_in_executor(executor, func, *args)
+        self._executor_jobs += 1
+        future.add_done_callback(self._executor_job_done)
+        return future
+
+    def _executor_job_done(self, _future) -> None:
+        self._executor_jobs -= 1
 
     def _run_once(self) -> None:
         super()._run_once()
@@ -100,6 +125,16 @@ def set_busy_poll(max_s: float, loop: asyncio.AbstractEventLoop | None = None) -
         return False
     loop.set_busy_poll(max_s)
     return True
+
+
+def pause_busy_poll_while(working: Callable[[], bool],
+                          loop: asyncio.AbstractEventLoop | None = None) -> Callable[[], None]:
+    """MeshEventLoop.pause_busy_poll_while on the running loop (or `loop`); a no-op
+    returning a no-op undo on other loops."""
+    loop = loop or asyncio.get_running_loop()
+    if isinstance(loop, MeshEventLoop):
+        return loop.pause_busy_poll_while(working)
+    return _nothing
 
 
 def busy_poll_stats(loop: asyncio.AbstractEventLoop | None = None) -> BusyPollStats | None:

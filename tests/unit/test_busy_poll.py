@@ -222,3 +222,40 @@ async def test_set_busy_poll_reaches_the_running_mesh_loop_and_only_it():
         assert eventloop.busy_poll_stats(other) is None
     finally:
         other.close()
+
+
+def test_a_paused_selector_sleeps_at_once(pair):
+    a, b = pair
+    yields = []
+    sel = polling_selector(a, 1.0, FakeClock(1e-6), lambda: yields.append(1))
+    sel.paused = lambda: True
+    try:
+        assert sel.select(0.001) == []
+        b.send(b"x")
+        assert len(sel.select(None)) == 1
+        assert yields == [] and sel.stats.misses == 0
+    finally:
+        sel.close()
+
+
+async def test_threads_with_work_in_flight_pause_polling():
+    """A thread finishing a job needs the GIL a poller holds: while executor jobs or
+    registered checks say a thread works, the loop sleeps instead of polling."""
+    loop = asyncio.get_running_loop()
+    assert not loop._threads_working()
+    release = threading.Event()
+    job = loop.run_in_executor(None, release.wait, 10)
+    assert loop._threads_working()
+    release.set()
+    assert await asyncio.wait_for(job, 10) is True
+    assert not loop._threads_working()
+
+    working = [True]
+    undo = eventloop.pause_busy_poll_while(lambda: working[0])
+    assert loop._threads_working()
+    working[0] = False
+    assert not loop._threads_working()
+    working[0] = True
+    undo()
+    assert not loop._threads_working()
+    undo()  # twice is harmless

@@ -15,6 +15,7 @@ from workers.config import ModelConfig
 from workers.errors import Busy, ChecksumMismatch, InferenceFailed, InvalidInput, ModelNotFound, ModelNotLoaded, ModelTooLarge, Unavailable, WorkerError
 from workers.inference import InferenceConfig, InferenceWorker
 from workers.inference.source import LocalDirectorySource, ModelFile
+from workers.inference.batcher import RunExecutor
 
 from .meshdoubles import Mesh
 
@@ -526,3 +527,18 @@ async def test_a_lane_gives_its_thread_up_to_another_models_run(model_dir):
     await asyncio.wait_for(asyncio.gather(second, other), 20)
     assert order == [("conv-small", 16), ("mlp-tiny", 1), ("conv-small", 16)]
     await worker.stop()
+
+
+def test_run_executor_is_busy_until_its_calls_finish():
+    executor = RunExecutor(1)
+    try:
+        gate = threading.Event()
+        assert not executor.busy()
+        first = executor.submit(gate.wait, 10)
+        second = executor.submit(lambda: "done")
+        assert executor.busy()
+        gate.set()
+        assert first.result(10) is True and second.result(10) == "done"
+        assert not executor.busy() and executor.waiting == 0
+    finally:
+        executor.shutdown(wait=True)

@@ -98,31 +98,43 @@ class RunExecutor(ThreadPoolExecutor):
     """The worker's onnxruntime threads, shared by all its models. It counts the
     calls that wait for a thread, so that a lane (`Dispatcher._lane`) gives its
     thread up to another model's run instead of keeping it while there is work
-    of its own: the pool stays first come, first served between models."""
+    of its own: the pool stays first come, first served between models. It also
+    counts the calls not yet finished (`busy`): the event loop does not busy-poll
+    while a run will soon need the GIL to hand its results back (mesh/busy_poll.py)."""
 
     def __init__(self, max_workers: int, thread_name_prefix: str = ""):
         super().__init__(max_workers, thread_name_prefix=thread_name_prefix)
         self._waiting = 0
-        self._waiting_lock = threading.Lock()
+        self._unfinished = 0
+        self._lock = threading.Lock()
 
     @property
     def waiting(self) -> int:
         return self._waiting
 
+    def busy(self) -> bool:
+        return self._unfinished > 0
+
     def submit(self, fn, /, *args, **kwargs):
-        with self._waiting_lock:
+        with self._lock:
             self._waiting += 1
+            self._unfinished += 1
         try:
             return super().submit(self._started, fn, args, kwargs)
         except BaseException:
-            with self._waiting_lock:
+            with self._lock:
                 self._waiting -= 1
+                self._unfinished -= 1
             raise
 
     def _started(self, fn, args, kwargs):
-        with self._waiting_lock:
+        with self._lock:
             self._waiting -= 1
-        return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self._lock:
+                self._unfinished -= 1
 
 
 @dataclass(eq=False)

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mesh import eventloop
+
 from ..base import Worker
 from ..errors import ChecksumMismatch, InvalidInput, ModelNotFound, ModelNotLoaded, ModelTooLarge, WorkerError
 from ..logging import BoundLogger
@@ -113,6 +115,7 @@ class InferenceWorker(Worker):
 
     async def on_start(self) -> None:
         self._executor = RunExecutor(self.config.executor_threads, thread_name_prefix="onnx")
+        self._unpause_polling = eventloop.pause_busy_poll_while(self._executor.busy)
         if self.config.pool_topic:
             await self.join(self.config.pool_topic)
         serve = self.config.serve or (tuple(m.id for m in self.config.models if m.role == self.role)
@@ -127,6 +130,7 @@ class InferenceWorker(Worker):
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
         if self._executor is not None:
+            self._unpause_polling()
             self._executor.shutdown(wait=True)
 
     def health_details(self) -> dict[str, Any]:
