@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -161,51 +163,52 @@ def test_a_wakeup_soon_after_a_missed_window_grows_it(pair):
 
 # ---------------------------------------------------------------- on the mesh event loop
 
+ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    data, addr = s.recvfrom(100)
+    if data == b"end":
+        break
+    s.sendto(data, addr)
+"""
+
+
 def test_a_busy_polling_loop_catches_replies_and_still_runs_timers():
-    """A UDP echo peer in a thread answers 40 pings; the loop's window grows
-    (50 ms at most) until replies are caught while polling."""
-    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    echo.bind(("127.0.0.1", 0))
-    echo.settimeout(10)
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                data, addr = echo.recvfrom(100)
-            except (TimeoutError, OSError):
-                return
-            echo.sendto(data, addr)
-
-    server = threading.Thread(target=serve, daemon=True)
-    server.start()
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        got: asyncio.Queue = asyncio.Queue()
-
-        class Client(asyncio.DatagramProtocol):
-            def datagram_received(self, data, addr):
-                got.put_nowait(data)
-
-        transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=echo.getsockname())
-        try:
-            for i in range(40):
-                transport.sendto(b"%d" % i)
-                assert await asyncio.wait_for(got.get(), 10) == b"%d" % i
-            await asyncio.sleep(0.01)  # a timer still fires on a polling loop
-        finally:
-            transport.close()
-        return eventloop.busy_poll_stats()
-
+    """A UDP echo process answers 40 pings; the loop's window grows (50 ms at most)
+    until replies are caught while polling. (A peer in another process, as in the
+    mesh: a thread of this process would wait for the GIL the poller holds.)"""
+    echo = subprocess.Popen([sys.executable, "-c", ECHO], stdout=subprocess.PIPE, text=True)
     try:
+        addr = ("127.0.0.1", int(echo.stdout.readline()))
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            got: asyncio.Queue = asyncio.Queue()
+
+            class Client(asyncio.DatagramProtocol):
+                def datagram_received(self, data, addr):
+                    got.put_nowait(data)
+
+            transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=addr)
+            try:
+                for i in range(40):
+                    transport.sendto(b"%d" % i)
+                    assert await asyncio.wait_for(got.get(), 10) == b"%d" % i
+                await asyncio.sleep(0.01)  # a timer still fires on a polling loop
+                transport.sendto(b"end")  # the echo process's cue to exit
+            finally:
+                transport.close()
+            return eventloop.busy_poll_stats()
+
         stats = eventloop.run(main(), busy_poll_s=0.05)
+        assert echo.wait(10) == 0
     finally:
-        stop.set()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as waker:
-            waker.sendto(b"", echo.getsockname())  # a blocked recvfrom does not see close()
-        server.join(10)
-        echo.close()
+        echo.kill()
+        echo.wait()
+        echo.stdout.close()
     assert stats is not None and stats.hits >= 1 and stats.poll_seconds > 0
 
 
