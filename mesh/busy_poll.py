@@ -18,9 +18,9 @@ adaptive, as KVM's:
 - a wake-up that came within `max_s` of going idle grows the window (doubling from
   `step_s`), so that steady traffic is met by a polling loop;
 - a window that ran out with nothing, followed by a long sleep (over `max_s`),
-  halves it, so a quiet process soon polls no more: after traffic stops, all the
-  polling it does adds up to under 2 x `max_s`;
-- timers are not wake-ups: a sleep that ends by timeout changes nothing.
+  halves it, whether I/O or a timer ended the sleep, so a quiet process soon polls
+  no more: after traffic stops, all the polling it does adds up to under 2 x `max_s`;
+- timers do not grow it: a due timer needs no poller to be on time.
 
 Threads: a poller holds the GIL between its polls, and CPython hands the GIL to a
 waiting thread only after the switch interval (5 ms) unless the holder blocks. A
@@ -67,11 +67,12 @@ class BusyPollWindow:
         self.max_s = max_s
         self.window = min(self.window, max_s)
 
-    def woke(self, idle_s: float, polled_s: float) -> None:
-        """An I/O event ended a sleep: `idle_s` after going idle, of which `polled_s`
-        were spent polling without result (the event came while sleeping)."""
+    def woke(self, idle_s: float, polled_s: float, by_io: bool = True) -> None:
+        """A sleep ended, by an I/O event or (`by_io` false) a due timer, `idle_s`
+        after going idle, of which `polled_s` were spent polling without result."""
         if idle_s <= self.max_s:
-            self.window = min(self.max_s, max(self.step_s, self.window * 2))
+            if by_io:
+                self.window = min(self.max_s, max(self.step_s, self.window * 2))
         elif polled_s > 0:
             half = self.window / 2
             self.window = half if half >= self.step_s else 0.0
@@ -131,6 +132,5 @@ class BusyPollSelector(selectors.DefaultSelector):
             if timeout is not None:
                 timeout = max(timeout - polled, 0.0)
         events = super().select(timeout)
-        if events:
-            window.woke(clock() - start, polled)
+        window.woke(clock() - start, polled, bool(events))
         return events
