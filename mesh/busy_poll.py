@@ -50,6 +50,9 @@ from typing import Callable
 
 STEP_S = 50e-6  # the first window, and the smallest kept when halving
 
+# POSIX; elsewhere time.sleep(0) gives the GIL and the CPU up as well as Python can
+_yield_cpu: Callable[[], object] = getattr(os, "sched_yield", lambda: time.sleep(0))
+
 
 class BusyPollWindow:
     """How long to poll before sleeping; adapts to how soon wake-ups come."""
@@ -94,7 +97,7 @@ class BusyPollSelector(selectors.DefaultSelector):
     """
 
     def __init__(self, max_s: float = 0.0, *, clock: Callable[[], float] = time.perf_counter,
-                 yield_cpu: Callable[[], object] = os.sched_yield,
+                 yield_cpu: Callable[[], object] = _yield_cpu,
                  paused: Callable[[], bool] = lambda: False):
         super().__init__()
         self.window = BusyPollWindow(max_s)
