@@ -67,7 +67,7 @@ class Gateway:
                 yield service, state, counts.get(state, 0)
 
     def busy_poll_stats(self) -> BusyPollStats | None:
-        """The busy-poll counters of the loop serving the gateway (None when it does not poll)."""
+        """The busy-poll counters of the loop serving the gateway (None outside a MeshEventLoop)."""
         return eventloop.busy_poll_stats() if _loop_running() else None
 
 

@@ -68,7 +68,11 @@ class MeshEventLoop(asyncio.SelectorEventLoop):
         """Do not poll while `working()` is true: code whose threads report back to
         this loop (and so need the GIL) registers here. Returns the undo."""
         self._poll_pausers.append(working)
-        return lambda: self._poll_pausers.remove(working) if working in self._poll_pausers else None
+
+        def undo() -> None:
+            if working in self._poll_pausers:
+                self._poll_pausers.remove(working)
+        return undo
 
     def _threads_working(self) -> bool:
         if self._executor_jobs:
@@ -138,7 +142,7 @@ def pause_busy_poll_while(working: Callable[[], bool],
 
 
 def busy_poll_stats(loop: asyncio.AbstractEventLoop | None = None) -> BusyPollStats | None:
-    """The running loop's busy-poll counters, or None when it does not poll."""
+    """The busy-poll counters of the running loop (or `loop`); None on other loops."""
     loop = loop or asyncio.get_running_loop()
     return loop.busy_poll_stats() if isinstance(loop, MeshEventLoop) else None
 

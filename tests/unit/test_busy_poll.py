@@ -93,14 +93,24 @@ def pair():
     b.close()
 
 
-def polling_selector(sock, max_s, clock, yield_cpu, window=None):
-    sel = BusyPollSelector(max_s, clock=clock, yield_cpu=yield_cpu)
-    sel.register(sock, 1)  # EVENT_READ
-    sel.window.window = max_s if window is None else window
-    return sel
+@pytest.fixture
+def polling_selector(pair):
+    """make(max_s, clock, yield_cpu, window=max_s): a BusyPollSelector watching the
+    pair's first socket for reading, its window already open; closed after the test."""
+    made = []
+
+    def make(max_s, clock, yield_cpu, window=None):
+        sel = BusyPollSelector(max_s, clock=clock, yield_cpu=yield_cpu)
+        made.append(sel)
+        sel.register(pair[0], 1)  # EVENT_READ
+        sel.window.window = max_s if window is None else window
+        return sel
+    yield make
+    for sel in made:
+        sel.close()
 
 
-def test_an_event_that_comes_while_polling_is_caught_without_sleeping(pair):
+def test_an_event_that_comes_while_polling_is_caught_without_sleeping(pair, polling_selector):
     a, b = pair
     yields = []
 
@@ -109,80 +119,70 @@ def test_an_event_that_comes_while_polling_is_caught_without_sleeping(pair):
         if len(yields) == 3:
             b.send(b"x")  # the peer answers while the selector polls
 
-    sel = polling_selector(a, 1.0, FakeClock(1e-6), yield_cpu)
-    try:
-        events = sel.select(None)  # would block forever without the poll
-        assert [key.fileobj for key, _ in events] == [a]
-        assert len(yields) == 3
-        assert (sel.stats.hits, sel.stats.misses) == (1, 0)
-        assert sel.window.window == 1.0  # a caught event keeps the window
-    finally:
-        sel.close()
+    sel = polling_selector(1.0, FakeClock(1e-6), yield_cpu)
+    events = sel.select(None)  # would block forever without the poll
+    assert [key.fileobj for key, _ in events] == [a]
+    assert len(yields) == 3
+    assert (sel.stats.hits, sel.stats.misses) == (1, 0)
+    assert sel.window.window == 1.0  # a caught event keeps the window
 
 
-def test_a_window_that_runs_out_sleeps_for_the_rest_of_the_timeout(pair):
-    a, _ = pair
+def test_a_window_that_runs_out_sleeps_for_the_rest_of_the_timeout(polling_selector):
     clock = FakeClock(10e-6)
     yields = []
-    sel = polling_selector(a, 0.001, clock, lambda: yields.append(1))
-    try:
-        assert sel.select(0.02) == []  # timer due, no I/O
-        assert sel.stats.misses == 1 and sel.stats.hits == 0
-        # the clock advances 10 us per reading: about 1 ms of polling is about 100 readings
-        assert 90 <= len(yields) <= 101
-    finally:
-        sel.close()
+    sel = polling_selector(0.001, clock, lambda: yields.append(1))
+    assert sel.select(0.02) == []  # timer due, no I/O
+    assert sel.stats.misses == 1 and sel.stats.hits == 0
+    # the clock advances 10 us per reading: about 1 ms of polling is about 100 readings
+    assert 90 <= len(yields) <= 101
 
 
-def test_polling_in_vain_before_a_long_sleep_halves_the_window(pair):
-    a, _ = pair
-    sel = polling_selector(a, 0.001, time.perf_counter, lambda: None)
-    try:
-        assert sel.select(0.02) == []  # 1 ms polled, then asleep until the timer: 20 ms idle
-        assert sel.window.window == pytest.approx(0.0005)
-        assert sel.stats.misses == 1
-    finally:
-        sel.close()
+def test_polling_in_vain_before_a_long_sleep_halves_the_window(polling_selector):
+    sel = polling_selector(0.001, time.perf_counter, lambda: None)
+    assert sel.select(0.02) == []  # 1 ms polled, then asleep until the timer: 20 ms idle
+    assert sel.window.window == pytest.approx(0.0005)
+    assert sel.stats.misses == 1
 
 
-def test_polling_stops_at_the_next_timer(pair):
-    a, _ = pair
+def test_polling_stops_at_the_next_timer(polling_selector):
     yields = []
-    sel = polling_selector(a, 1.0, FakeClock(10e-6), lambda: yields.append(1))
-    try:
-        assert sel.select(0.0002) == []
-        assert len(yields) <= 21  # 0.2 ms of 10 us readings, not the 1 s window
-    finally:
-        sel.close()
+    sel = polling_selector(1.0, FakeClock(10e-6), lambda: yields.append(1))
+    assert sel.select(0.0002) == []
+    assert len(yields) <= 21  # 0.2 ms of 10 us readings, not the 1 s window
 
 
-def test_a_zero_timeout_and_a_turned_off_window_never_poll(pair):
-    a, b = pair
+def test_a_zero_timeout_and_a_turned_off_window_never_poll(pair, polling_selector):
+    _, b = pair
     yields = []
-    sel = polling_selector(a, 1.0, FakeClock(1e-6), lambda: yields.append(1))
-    try:
-        assert sel.select(0) == []
-        sel.window.set_max(0.0)
-        b.send(b"x")
-        assert len(sel.select(None)) == 1
-        assert yields == [] and sel.stats.hits == sel.stats.misses == 0
-    finally:
-        sel.close()
+    sel = polling_selector(1.0, FakeClock(1e-6), lambda: yields.append(1))
+    assert sel.select(0) == []
+    sel.window.set_max(0.0)
+    b.send(b"x")
+    assert len(sel.select(None)) == 1
+    assert yields == [] and sel.stats.hits == sel.stats.misses == 0
 
 
-def test_a_wakeup_soon_after_a_missed_window_grows_it(pair):
-    a, b = pair
+def test_a_wakeup_soon_after_a_missed_window_grows_it(pair, polling_selector):
+    _, b = pair
     clock = FakeClock(10e-6)
-    sel = polling_selector(a, 0.001, clock, lambda: None, window=STEP_S)
-    try:
-        threading.Timer(0.01, b.send, (b"x",)).start()
-        assert len(sel.select(5.0)) == 1
-        # idle for about 50 us of fake time polled, then a real sleep measured on the same
-        # fake clock (a few readings): well under max, so the window doubles
-        assert sel.stats.misses == 1
-        assert sel.window.window == pytest.approx(2 * STEP_S)
-    finally:
-        sel.close()
+    sel = polling_selector(0.001, clock, lambda: None, window=STEP_S)
+    threading.Timer(0.01, b.send, (b"x",)).start()
+    assert len(sel.select(5.0)) == 1
+    # idle for about 50 us of fake time polled, then a real sleep measured on the same
+    # fake clock (a few readings): well under max, so the window doubles
+    assert sel.stats.misses == 1
+    assert sel.window.window == pytest.approx(2 * STEP_S)
+
+
+def test_a_paused_selector_sleeps_at_once(pair, polling_selector):
+    _, b = pair
+    yields = []
+    sel = polling_selector(1.0, FakeClock(1e-6), lambda: yields.append(1))
+    sel.paused = lambda: True
+    assert sel.select(0.001) == []
+    b.send(b"x")
+    assert len(sel.select(None)) == 1
+    assert yields == [] and sel.stats.misses == 0
 
 
 # ---------------------------------------------------------------- on the mesh event loop
@@ -250,20 +250,6 @@ async def test_set_busy_poll_reaches_the_running_mesh_loop_and_only_it():
         assert eventloop.busy_poll_stats(other) is None
     finally:
         other.close()
-
-
-def test_a_paused_selector_sleeps_at_once(pair):
-    a, b = pair
-    yields = []
-    sel = polling_selector(a, 1.0, FakeClock(1e-6), lambda: yields.append(1))
-    sel.paused = lambda: True
-    try:
-        assert sel.select(0.001) == []
-        b.send(b"x")
-        assert len(sel.select(None)) == 1
-        assert yields == [] and sel.stats.misses == 0
-    finally:
-        sel.close()
 
 
 async def test_threads_with_work_in_flight_pause_polling():
