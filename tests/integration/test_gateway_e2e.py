@@ -347,6 +347,27 @@ async def test_inference_equals_onnxruntime_in_every_format(mesh):
         assert r.status == 400 and isinstance((await r.json())["error"], str)   # v2 error shape
 
 
+def metric(text: str, sample: str) -> float:
+    """The value of one sample line (`name{labels}` as Prometheus prints it) in /metrics."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{sample} not in /metrics")
+
+
+async def test_the_gateway_process_busy_polls_by_default(mesh):
+    """`python -m gateway` runs on a MeshEventLoop that polls before sleeping (its
+    default --busy-poll-us): while one client calls in sequence, the loop goes idle
+    between the RPC call and the worker's reply, its window opens, and it polls."""
+    async with aiohttp.ClientSession() as http:
+        await healthy_workers(http, mesh.base, mesh.keys["admin"], "linear", 3)
+        await _sequential(http, mesh.base, mesh.keys["infer"], 30)
+        r = await http.get(f"{mesh.base}/metrics", headers=auth(mesh.keys["admin"]))
+        text = await r.text()
+    polls = sum(metric(text, f'gateway_busy_polls_total{{result="{r}"}}') for r in ("hit", "miss"))
+    assert polls >= 1 and metric(text, "gateway_busy_poll_seconds_total") > 0
+
+
 async def test_rate_limit_429_then_recovers(mesh):
     key, _ = mesh.keystore.create("slow", frozenset({"models:read"}), rate=5.0, burst=2)
     async with aiohttp.ClientSession() as http:
