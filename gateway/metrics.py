@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from mesh.busy_poll import BusyPollStats
+from mesh.busy_poll import POLLS_HELP, SECONDS_HELP, BusyPollStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -37,13 +37,11 @@ class _BusyPollCollector:
         stats = self._source()
         if stats is None:
             return
-        seconds = CounterMetricFamily("gateway_busy_poll_seconds", "Time the event loop spent polling for "
-                                      "I/O instead of sleeping (busy_poll_us)")
+        seconds = CounterMetricFamily("gateway_busy_poll_seconds", SECONDS_HELP)
         seconds.add_metric([], stats.poll_seconds)
-        polls = CounterMetricFamily("gateway_busy_polls", "Busy-poll windows by result: hit (an event came "
-                                    "while polling), miss (the loop slept after all)", labels=["result"])
-        polls.add_metric(["hit"], stats.hits)
-        polls.add_metric(["miss"], stats.misses)
+        polls = CounterMetricFamily("gateway_busy_polls", POLLS_HELP, labels=["result"])
+        for result, count in stats.by_result().items():
+            polls.add_metric([result], count)
         yield seconds
         yield polls
 

@@ -81,11 +81,20 @@ class BusyPollWindow:
             self.window = half if half >= self.step_s else 0.0
 
 
+# how /metrics describes BusyPollStats (gateway and workers alike)
+SECONDS_HELP = "time the event loop spent polling for I/O instead of sleeping (busy_poll_us)"
+POLLS_HELP = "busy-poll windows by result: hit (an event came while polling), miss (the loop slept after all)"
+
+
 @dataclass
 class BusyPollStats:
     hits: int = 0          # polls that found an event (a sleep and its wake-up saved)
     misses: int = 0        # windows that ran out; the loop slept after all
     poll_seconds: float = 0.0  # time spent polling, hits and misses
+
+    def by_result(self) -> dict[str, int]:
+        """Windows by the `result` label /metrics gives them."""
+        return {"hit": self.hits, "miss": self.misses}
 
 
 class BusyPollSelector(selectors.DefaultSelector):

@@ -125,7 +125,7 @@ def set_busy_poll(max_s: float, loop: asyncio.AbstractEventLoop | None = None) -
     """Turn busy polling of the running loop (or `loop`) on (`max_s` > 0) or off.
     False, and nothing done, when it is not a MeshEventLoop (tests, other loops)."""
     loop = loop or asyncio.get_running_loop()
-    if not isinstance(loop, MeshEventLoop) or loop._busy_poll is None:
+    if busy_poll_stats(loop) is None:  # not a MeshEventLoop, or one on a selector of its own
         return False
     loop.set_busy_poll(max_s)
     return True

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
 from mesh import eventloop
-from mesh.busy_poll import BusyPollStats
+from mesh.busy_poll import POLLS_HELP, SECONDS_HELP, BusyPollStats
 from mesh.topics import topic_key
 
 from .config import WorkerConfig
@@ -144,11 +144,8 @@ class Worker:
         self._m_seconds = self.registry.histogram("request_seconds", "RPC call latency", ("method",))
         self.registry.gauge("in_flight", "RPC calls running now", (), lambda: {(): float(self._in_flight)})
         self._busy_poll: BusyPollStats | None = None  # of the loop `run()` serves on
-        self.registry.read_counter("busy_poll_seconds", "time the event loop spent polling for I/O "
-                                   "instead of sleeping (busy_poll_us)", (), self._busy_poll_seconds)
-        self.registry.read_counter("busy_polls", "busy-poll windows by result: hit (an event came "
-                                   "while polling), miss (the loop slept after all)", ("result",),
-                                   self._busy_polls)
+        self.registry.read_counter("busy_poll_seconds", SECONDS_HELP, (), self._busy_poll_seconds)
+        self.registry.read_counter("busy_polls", POLLS_HELP, ("result",), self._busy_polls)
         for attr in dir(type(self)):
             fn = getattr(type(self), attr, None)
             mark = getattr(fn, "__rpc_method__", None)
@@ -337,7 +334,7 @@ class Worker:
 
     def _busy_polls(self) -> dict[tuple[str, ...], float]:
         stats = self._busy_poll
-        return {("hit",): float(stats.hits), ("miss",): float(stats.misses)} if stats is not None else {}
+        return {(result,): float(n) for result, n in stats.by_result().items()} if stats is not None else {}
 
     async def wait_serving(self) -> None:
         """Return once `start()` has finished (for `run()` callers and tests)."""
