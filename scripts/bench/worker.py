@@ -1,7 +1,7 @@
 """Inference worker throughput against raw in-process onnxruntime, same models.
 
     PYTHONPATH=. python scripts/bench/worker.py [--seconds 0.3 --rounds 5] [--models var/models]
-        [--mode inproc|rpc|both]
+        [--mode inproc|rpc|both] [--provider cpu|cuda]
 
 For each model (mlp-tiny 64-256-10, mlp-mid 512-2048-2048-512, conv-small
 1x3x64x64 conv net), one run measures:
@@ -17,6 +17,11 @@ For each model (mlp-tiny 64-256-10, mlp-mid 512-2048-2048-512, conv-small
     processes (scripts/bench/worker_mesh.py) and the callers are asyncio tasks
     in this process sending `infer` over RPC on one real Swarm connection per
     worker (UDX over 127.0.0.1, Noise, secret-stream, msgpack tensors).
+
+--provider cuda runs the raw baseline and the workers on onnxruntime-gpu's
+CUDA provider (the workers are configured with providers =
+["CUDAExecutionProvider"], so a CUDA provider that fails to start fails the run
+instead of measuring CPU).
 
 Each cell is the median of interleaved rounds (the machine is shared and
 noisy). It prints rows/s with ratios: batched/unbatched, worker/raw-1-row,
@@ -40,7 +45,9 @@ import onnxruntime as ort  # the raw baseline, outside the worker
 
 from mesh import eventloop
 from workers.inference import InferenceConfig, InferenceWorker
+from workers.inference.runner import prepare_cuda
 
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 MODELS = {"mlp-tiny": (64,), "mlp-mid": (512,), "conv-small": (3, 64, 64)}
 CALLERS = (1, 8, 32)
 
@@ -48,12 +55,14 @@ CALLERS = (1, 8, 32)
 class Raw:
     """The baseline: one onnxruntime session called from this thread."""
 
-    def __init__(self, path: Path, shape: tuple, threads: int):
+    def __init__(self, path: Path, shape: tuple, threads: int, provider: str):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.sess = ort.InferenceSession(str(path), opts, providers=[provider], enable_fallback=0)
+        if self.sess.get_providers()[0] != provider:
+            raise SystemExit(f"onnxruntime could not start {provider}: {prepare_cuda()}")
         rng = np.random.default_rng(0)
         self.x = {rows: rng.standard_normal((rows, *shape)).astype(np.float32) for rows in (1, 32)}
         for x in self.x.values():
@@ -94,9 +103,11 @@ async def worker_rows_per_s(call, model: str, shape: tuple, callers: int,
     return sum(counts) / elapsed, (after["rows"] - before["rows"]) / max(1, runs)
 
 
-def worker_settings(threads: int, executor_threads: int, max_batch_size: int = 32) -> dict:
+def worker_settings(threads: int, executor_threads: int, max_batch_size: int = 32,
+                    provider: str = PROVIDERS["cpu"]) -> dict:
     return {"intra_op_threads": threads, "executor_threads": executor_threads,
-            "max_concurrent": executor_threads, "max_queue": 256, "max_batch_size": max_batch_size}
+            "max_concurrent": executor_threads, "max_queue": 256, "max_batch_size": max_batch_size,
+            "providers": (provider,)}
 
 
 async def inproc_workers(model_dir: Path, model: str, settings: dict) -> dict:
@@ -118,11 +129,11 @@ def rpc_calls(mesh) -> dict:
 
 
 async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, executor_threads: int,
-                modes: list[str], max_batch_size: int = 32) -> list[dict]:
+                modes: list[str], max_batch_size: int = 32, provider: str = PROVIDERS["cpu"]) -> list[dict]:
     """Cells are measured in interleaved rounds (raw, unbatched, batched, ...) and the
     median of the rounds is kept, so a burst of load from other processes on the
     shared machine hits all variants alike instead of one cell."""
-    settings = worker_settings(threads, executor_threads, max_batch_size)
+    settings = worker_settings(threads, executor_threads, max_batch_size, provider)
     mesh = None
     if "rpc" in modes:
         from worker_mesh import MeshWorkers  # scripts/bench/worker_mesh.py (mesh processes)
@@ -130,7 +141,7 @@ async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, exec
     results = []
     try:
         for model, shape in MODELS.items():
-            raw = Raw(model_dir / f"{model}-1.onnx", shape, threads)
+            raw = Raw(model_dir / f"{model}-1.onnx", shape, threads, provider)
             calls, workers = {}, {}
             if "inproc" in modes:
                 workers = await inproc_workers(model_dir, model, settings)
@@ -195,6 +206,8 @@ def main(argv=None) -> int:
                     help="the batched worker's rows per run (16 lets two runs overlap with 32 callers)")
     ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(MODELS))
     ap.add_argument("--json", default="", help="also write the numbers to this file")
+    ap.add_argument("--provider", choices=tuple(PROVIDERS), default="cpu",
+                    help="onnxruntime execution provider of the raw baseline and the workers")
     ap.add_argument("--mode", choices=("inproc", "rpc", "both"), default="inproc",
                     help="call the worker in-process, over RPC to mesh.node worker processes, or both")
     args = ap.parse_args(argv)
@@ -206,13 +219,16 @@ def main(argv=None) -> int:
         from scripts.make_models import write_models
         model_dir = Path(tempfile.mkdtemp(prefix="bench-models-"))
         write_models(model_dir, list(MODELS))
-    print(f"worker benchmark ({'; '.join(modes)}): infer through validate/queue/batch, "
+    provider = PROVIDERS[args.provider]
+    if args.provider == "cuda":
+        prepare_cuda()
+    print(f"worker benchmark ({'; '.join(modes)}, {provider}): infer through validate/queue/batch, "
           f"{args.rounds} interleaved rounds of {args.seconds}s per cell, medians; onnxruntime {ort.__version__}, intra-op threads {args.threads}, "
           f"worker executor threads {args.executor_threads}; {platform.processor() or platform.machine()}")
     for name in [m for m in args.only.split(",") if m] and set(MODELS) - set(args.only.split(",")):
         del MODELS[name]
     results = eventloop.run(bench(model_dir, args.seconds, args.rounds, args.threads, args.executor_threads, modes,
-                                args.max_batch_size))
+                                args.max_batch_size, provider))
     print("\n" + markdown(results, modes))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -346,6 +346,18 @@ def test_providers_auto_and_missing():
         resolve_providers(("NoSuchExecutionProvider",))
 
 
+def test_a_provider_that_did_not_start_fails_by_name_and_warns_under_auto():
+    from workers.errors import ModelLoadFailed
+    from workers.inference.runner import CPU, CUDA, check_started
+    assert check_started(("auto",), [CUDA, CPU], [CUDA, CPU], "", "m.onnx") == ""
+    warning = check_started(("auto",), [CUDA, CPU], [CPU], "Failed to load libcublasLt.so.13", "m.onnx")
+    assert warning == ("onnxruntime could not start CUDAExecutionProvider for m.onnx: Failed to load "
+                       "libcublasLt.so.13; serving on CPUExecutionProvider")
+    with pytest.raises(ModelLoadFailed, match="could not start CUDAExecutionProvider for m.onnx: its reason is in"):
+        check_started((CUDA, CPU), [CUDA, CPU], [CPU], "", "m.onnx")
+    assert check_started((CPU,), [CPU], [CPU], "", "m.onnx") == ""
+
+
 async def test_file_that_is_not_onnx_fails_to_load(tmp_path, model_dir, manifest):
     import hashlib
     data = b"not an onnx model"

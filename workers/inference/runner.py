@@ -9,10 +9,22 @@ dynamic dims as their symbol or None) and whose `run(feeds)` returns
 Execution providers: "auto" picks CUDA when onnxruntime-gpu is installed and
 reports a GPU, else CPU; an explicit list is used as given, and a provider the
 installed onnxruntime lacks is a ModelLoadFailed naming what is available.
+
+onnxruntime-gpu reports CUDA as available whether or not the CUDA libraries
+load, and a session whose CUDA provider fails to start runs on CPU without an
+error. So a session's providers are checked after it is built: a provider asked
+for by name that did not start is a ModelLoadFailed; under "auto" it is a
+warning in the log, and the model serves on CPU. Sessions are built with
+onnxruntime's own fallback off, which would otherwise print to stdout (a node's
+JSON event stream) and switch a failing session to CPU mid-run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import threading
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -24,6 +36,9 @@ from ..errors import InferenceFailed, ModelLoadFailed
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+AUTO = ("auto",)
+
+log = logging.getLogger(__name__)
 
 # onnxruntime's pybind errors derive from Exception directly, so name them.
 ORT_ERRORS: tuple[type[BaseException], ...] = tuple(
@@ -74,12 +89,49 @@ def available_providers() -> list[str]:
 def resolve_providers(requested: tuple[str, ...]) -> list[str]:
     """The provider list to give onnxruntime for `requested` (see module doc)."""
     available = available_providers()
-    if tuple(requested) in ((), ("auto",)):
+    if tuple(requested) in ((), AUTO):
         return [CUDA, CPU] if CUDA in available else [CPU]
     missing = [p for p in requested if p not in available]
     if missing:
         raise ModelLoadFailed(f"execution providers {missing} not available; available: {available}")
     return list(requested)
+
+
+_cuda_lock = threading.Lock()
+_cuda_notes: str | None = None
+
+
+def prepare_cuda() -> str:
+    """Load the CUDA and cuDNN libraries onnxruntime-gpu needs from the nvidia-*
+    wheels installed beside it (`onnxruntime.preload_dlls`), once per process;
+    returns what onnxruntime said about libraries it could not load ("" if none).
+
+    preload_dlls reports by printing, and stdout carries a node's JSON events, so
+    its output is captured here. redirect_stdout swaps sys.stdout for every
+    thread: call this first where nothing else prints (the worker does at start);
+    later calls return the first call's notes without loading anything.
+    """
+    global _cuda_notes
+    with _cuda_lock:
+        if _cuda_notes is None:
+            out = io.StringIO()
+            preload = getattr(ort, "preload_dlls", None)    # onnxruntime >= 1.21
+            if preload is not None:
+                with contextlib.redirect_stdout(out):
+                    try:
+                        preload()
+                    except (OSError, RuntimeError) as e:
+                        print(e)
+            _cuda_notes = " ".join(out.getvalue().split())
+        return _cuda_notes
+
+
+def prepare_providers(config: RunnerConfig) -> str:
+    """prepare_cuda() when `config` would use CUDA, else ""."""
+    try:
+        return prepare_cuda() if CUDA in resolve_providers(config.providers) else ""
+    except ModelLoadFailed:
+        return ""        # reported by the first open_session
 
 
 class Session:
@@ -129,8 +181,28 @@ def open_session(model: str | bytes, config: RunnerConfig, label: str | None = N
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     providers = resolve_providers(config.providers)
+    notes = prepare_cuda() if CUDA in providers else ""
     try:
-        session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+        session = ort.InferenceSession(model, sess_options=opts, providers=providers, enable_fallback=0)
     except ORT_ERRORS as e:
         raise ModelLoadFailed(f"onnxruntime cannot load {path}: {e}") from e
+    warning = check_started(config.providers, providers, session.get_providers(), notes, path)
+    if warning:
+        log.warning(warning)
     return Session(session, path)
+
+
+def check_started(requested: tuple[str, ...], asked: list[str], started: list[str], notes: str,
+                  path: str) -> str:
+    """Compare the providers a session `started` with those it was `asked` for
+    (resolved from `requested`): "" when all started; a warning naming the
+    missing ones under "auto"; a ModelLoadFailed when they were asked for by name.
+    `notes` is prepare_cuda()'s account of libraries that did not load."""
+    lost = [p for p in asked if p not in started]
+    if not lost:
+        return ""
+    why = (f"onnxruntime could not start {', '.join(lost)} for {path}: "
+           + (notes or "its reason is in onnxruntime's log on stderr"))
+    if tuple(requested) not in ((), AUTO):
+        raise ModelLoadFailed(why)
+    return f"{why}; serving on {', '.join(started)}"

@@ -42,7 +42,7 @@ from .batcher import Dispatcher, RunExecutor, ServingConfig
 from .cache import SessionCache
 from .config import InferenceConfig
 from .files import chunk_request, read_chunk
-from .runner import Session, open_session
+from .runner import Session, open_session, prepare_providers
 from .source import LocalDirectorySource, ModelSource
 from .stats import InferenceStats
 from .validate import validate_inputs
@@ -114,6 +114,11 @@ class InferenceWorker(Worker):
     # ------------------------------------------------------------ lifecycle
 
     async def on_start(self) -> None:
+        # On the loop thread, blocking it once: prepare_providers captures stdout
+        # while it loads the CUDA libraries, and no event may be printed meanwhile.
+        notes = prepare_providers(self.config.runner())
+        if notes:
+            self.log.warning("onnxruntime could not load every CUDA library", extra={"detail": notes})
         self._executor = RunExecutor(self.config.executor_threads, thread_name_prefix="onnx")
         self._unpause_polling = eventloop.pause_busy_poll_while(self._executor.busy)
         if self.config.pool_topic:
@@ -183,6 +188,7 @@ class InferenceWorker(Worker):
         await self.join(model_id)
         self.log.info("model loaded", extra={"model": model_id, "version": file.version, "bytes": len(data),
                                              "batching": loaded.dispatcher.batching,
+                                             "providers": list(session.providers),
                                              "ms": round(1000 * (time.perf_counter() - t0), 1)})
         return loaded
 
