@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Workers started by tests (in this process through layered config, or as
+# processes that inherit this) run on CPU, so results compare exactly with the
+# CPU onnxruntime references on any machine; tests/workers/test_cuda.py names
+# the CUDA provider where it tests it.
+os.environ.setdefault("MESH_PROVIDERS", "CPUExecutionProvider")
 NODE_HARNESS = ROOT / "tests" / "interop" / "node"
 
 

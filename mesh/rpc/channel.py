@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import inspect
 import types
+import collections.abc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -308,7 +309,7 @@ def start_eagerly(coro, on_done: Callable[[Any], None] | None = None,
         return asyncio.get_running_loop().create_task(_raise(e), context=ctx)
     if not in_task and getattr(yielded, "_asyncio_future_blocking", False):
         return _Driven(coro, ctx, yielded, on_done or _ignore)
-    return asyncio.get_running_loop().create_task(_resume(coro, yielded, on_done), context=ctx)
+    return asyncio.get_running_loop().create_task(_Resumed(coro, yielded, on_done), context=ctx)
 
 
 def _ignore(_carrier) -> None:
@@ -374,25 +375,58 @@ async def _raise(exc: BaseException) -> None:
     raise exc
 
 
-@types.coroutine
-def _resume(coro, yielded, on_done=None):
-    """Hand the task the future `coro` is blocked on, then keep driving `coro`;
-    `on_done(task)` as it ends."""
-    try:
-        while True:
-            try:
-                value = yield yielded
-            except BaseException as e:  # noqa: BLE001 - cancellation and errors go into coro
-                try:
-                    yielded = coro.throw(e)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    yielded = coro.send(value)
-                except StopIteration as stop:
-                    return stop.value
-    finally:
+class _Resumed(collections.abc.Coroutine):
+    """The coroutine of the task that carries `coro` on from its first
+    suspension: the task's first step is handed the future `coro` is blocked on,
+    later steps and throws go into `coro`, and `on_done(task)` runs as it ends.
+
+    A class, not a generator: from Python 3.12 a Task takes no generator-based
+    coroutine, and a cancel before the task's first step must still reach `coro`
+    where it waits (an `async def` wrapper would end without running it).
+    """
+
+    __slots__ = ("_coro", "_yielded", "_on_done")
+
+    def __init__(self, coro, yielded, on_done: Callable[[Any], None] | None):
+        self._coro = coro
+        self._yielded = yielded
+        self._on_done = on_done
+
+    def send(self, value):
+        if self._yielded is not _SENT:
+            yielded, self._yielded = self._yielded, _SENT
+            return yielded
+        return self._step(self._coro.send, value)
+
+    def throw(self, exc, *args):
+        self._yielded = _SENT
+        return self._step(self._coro.throw, exc, *args)
+
+    def close(self) -> None:
+        self._yielded = _SENT
+        try:
+            self._coro.close()
+        finally:
+            self._finish()
+
+    def __await__(self):
+        return self
+
+    def __next__(self):
+        return self.send(None)
+
+    def _step(self, step, *args):
+        try:
+            return step(*args)
+        except BaseException:  # StopIteration included: the coroutine ended, in any way
+            self._finish()
+            raise
+
+    def _finish(self) -> None:
+        on_done, self._on_done = self._on_done, None
         if on_done is not None:
             on_done(asyncio.current_task())
+
+
+_SENT = object()  # _Resumed: the first future was handed over
 

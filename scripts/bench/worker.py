@@ -45,7 +45,7 @@ import onnxruntime as ort  # the raw baseline, outside the worker
 
 from mesh import eventloop
 from workers.inference import InferenceConfig, InferenceWorker
-from workers.inference.runner import prepare_cuda
+from workers.inference.runner import RunnerConfig, prepare_cuda, with_options
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 MODELS = {"mlp-tiny": (64,), "mlp-mid": (512,), "conv-small": (3, 64, 64)}
@@ -60,7 +60,9 @@ class Raw:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.sess = ort.InferenceSession(str(path), opts, providers=[provider], enable_fallback=0)
+        # the worker's CUDA options too (float32 matmuls, heuristic conv algorithms)
+        self.sess = ort.InferenceSession(str(path), opts, providers=with_options([provider], RunnerConfig()),
+                                         enable_fallback=0)
         if self.sess.get_providers()[0] != provider:
             raise SystemExit(f"onnxruntime could not start {provider}: {prepare_cuda()}")
         rng = np.random.default_rng(0)

@@ -270,7 +270,7 @@ async def test_upload_fetch_infer_and_replicate(mesh, models, tmp_path):
     assert (tmp_path / "w1" / digest).is_file() and sha256(tmp_path / "w1" / digest) == digest
 
     x = np.random.default_rng(7).standard_normal((3, 64)).astype(np.float32)
-    expected = open_session(file.read_bytes(), RunnerConfig()).run({"x": x})
+    expected = open_session(file.read_bytes(), RunnerConfig(providers=("CPUExecutionProvider",))).run({"x": x})
     async with client(mesh) as rt:
         await mesh.announced(pool, "inference")
         control = await peer_on(rt, mesh, "inference", pool.public_key)

@@ -80,6 +80,19 @@ def test_busy_polling_is_layered_and_never_negative():
         layered(WorkerConfig, env={"MESH_BUSY_POLL_US": "-1"})
 
 
+def test_cuda_options_are_layered_and_checked():
+    from workers.inference import InferenceConfig
+    c = layered(InferenceConfig, toml={"cudnn_conv_algo_search": "EXHAUSTIVE"},
+                env={"MESH_CUDA_TF32": "true"}, cli={"cuda_device_id": "1"})
+    assert c.runner().cuda_options() == {"device_id": "1", "use_tf32": "1", "cudnn_conv_algo_search": "EXHAUSTIVE"}
+    assert InferenceConfig().runner().cuda_options() == {"device_id": "0", "use_tf32": "0",
+                                                         "cudnn_conv_algo_search": "HEURISTIC"}
+    with pytest.raises(ConfigInvalid, match="cudnn_conv_algo_search must be one of HEURISTIC, EXHAUSTIVE, DEFAULT"):
+        layered(InferenceConfig, cli={"cudnn_conv_algo_search": "fastest"})
+    with pytest.raises(ConfigInvalid, match="cuda_device_id must be >= 0"):
+        layered(InferenceConfig, env={"MESH_CUDA_DEVICE_ID": "-1"})
+
+
 def test_models_section(doc):
     t = load_topics(doc)
     assert t.namespace == "ns1"

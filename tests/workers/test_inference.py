@@ -16,12 +16,13 @@ from workers.errors import Busy, ChecksumMismatch, InferenceFailed, InvalidInput
 from workers.inference import InferenceConfig, InferenceWorker
 from workers.inference.source import LocalDirectorySource, ModelFile
 from workers.inference.batcher import RunExecutor
+from workers.inference.runner import CPU
 
 from .meshdoubles import Mesh
 
 
 def config(model_dir, **kw) -> InferenceConfig:
-    return InferenceConfig(model_dir=str(model_dir), ops_port=0, namespace="ns", **kw)
+    return InferenceConfig(model_dir=str(model_dir), ops_port=0, namespace="ns", **{"providers": (CPU,), **kw})
 
 
 def reference(path, feeds):

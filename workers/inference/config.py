@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..config import ModelConfig, WorkerConfig
+from ..errors import ConfigInvalid
 from .batcher import ServingConfig
 from .runner import RunnerConfig
 
@@ -23,8 +24,8 @@ class InferenceConfig(WorkerConfig):
     model_dir: folder of model files (LocalDirectorySource).  serve: model ids
     loaded at start (empty: every `models` entry with this role).  lazy_load:
     load a model on its first `infer`.  require_sha256: refuse unpinned files.
-    providers / intra_op_threads / inter_op_threads / allow_spinning: see
-    RunnerConfig.  executor_threads: threads running onnxruntime.
+    providers / intra_op_threads / inter_op_threads / allow_spinning /
+    cuda_device_id / cuda_tf32 / cudnn_conv_algo_search: see RunnerConfig.  executor_threads: threads running onnxruntime.
     cache_max_models / cache_max_bytes: the session LRU's bounds.
     batching ... max_queue: defaults of ServingConfig for models that do not set them.
     pool_topic: a topic announced for the worker itself while it serves (e.g. "inference":
@@ -47,6 +48,9 @@ class InferenceConfig(WorkerConfig):
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     allow_spinning: bool = False
+    cuda_device_id: int = 0
+    cuda_tf32: bool = False
+    cudnn_conv_algo_search: str = "HEURISTIC"
     executor_threads: int = 2
     cache_max_models: int = 8
     cache_max_bytes: int = 2 << 30
@@ -66,8 +70,16 @@ class InferenceConfig(WorkerConfig):
     network_models: bool = True
     models: tuple[ModelConfig, ...] = ()
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            self.runner()
+        except ValueError as e:
+            raise ConfigInvalid(str(e)) from None
+
     def runner(self) -> RunnerConfig:
-        return RunnerConfig(self.providers, self.intra_op_threads, self.inter_op_threads, self.allow_spinning)
+        return RunnerConfig(self.providers, self.intra_op_threads, self.inter_op_threads, self.allow_spinning,
+                            self.cuda_device_id, self.cuda_tf32, self.cudnn_conv_algo_search)
 
     def model(self, model_id: str, version: str | None = None) -> ModelConfig | None:
         for m in self.models:
