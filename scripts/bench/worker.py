@@ -8,7 +8,7 @@ For each model (mlp-tiny 64-256-10, mlp-mid 512-2048-2048-512, conv-small
 
 * raw: onnxruntime `InferenceSession.run` in this process on one thread, with
   the worker's session options: 1 row per call, and 32 rows per call;
-* worker: N concurrent callers (1, 8, 32), each sending 1-row `infer` requests
+* worker: N concurrent callers (1, 8, 32), each sending 1-row (`--rows`) `infer` requests
   in a loop, with batching on and off, through the full path (request checks,
   input validation, admission/queue, batcher, executor, split):
   - mode "inproc": the worker's infer handler called in this process
@@ -81,11 +81,12 @@ class Raw:
 
 
 async def worker_rows_per_s(call, model: str, shape: tuple, callers: int,
-                            seconds: float) -> tuple[float, float]:
-    """(rows/s, mean rows per onnxruntime run) for `callers` closed-loop callers;
-    `call(method, value)` reaches the worker (in-process or over RPC)."""
+                            seconds: float, rows: int = 1) -> tuple[float, float]:
+    """(rows/s, mean rows per onnxruntime run) for `callers` closed-loop callers
+    sending `rows` rows per request; `call(method, value)` reaches the worker
+    (in-process or over RPC)."""
     rng = np.random.default_rng(1)
-    inputs = [rng.standard_normal((1, *shape)).astype(np.float32) for _ in range(callers)]
+    inputs = [rng.standard_normal((rows, *shape)).astype(np.float32) for _ in range(callers)]
     loop = asyncio.get_running_loop()
 
     async def caller(x, end):
@@ -102,7 +103,7 @@ async def worker_rows_per_s(call, model: str, shape: tuple, callers: int,
     elapsed = loop.time() - t0
     after = (await call("stats", None))["models"][f"{model}@1"]
     runs = after["batches"] - before["batches"]
-    return sum(counts) / elapsed, (after["rows"] - before["rows"]) / max(1, runs)
+    return sum(counts) * rows / elapsed, (after["rows"] - before["rows"]) / max(1, runs)
 
 
 def worker_settings(threads: int, executor_threads: int, max_batch_size: int = 32,
@@ -131,7 +132,8 @@ def rpc_calls(mesh) -> dict:
 
 
 async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, executor_threads: int,
-                modes: list[str], max_batch_size: int = 32, provider: str = PROVIDERS["cpu"]) -> list[dict]:
+                modes: list[str], max_batch_size: int = 32, provider: str = PROVIDERS["cpu"],
+                rows: int = 1) -> list[dict]:
     """Cells are measured in interleaved rounds (raw, unbatched, batched, ...) and the
     median of the rounds is kept, so a burst of load from other processes on the
     shared machine hits all variants alike instead of one cell."""
@@ -156,7 +158,7 @@ async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, exec
                 samples.setdefault("raw_32", []).append(raw.rows_per_s(32, seconds))
                 for c in CALLERS:
                     for key, call in (list(calls.items()) if r % 2 == 0 else list(calls.items())[::-1]):
-                        rate, mean_batch = await worker_rows_per_s(call, model, shape, c, seconds)
+                        rate, mean_batch = await worker_rows_per_s(call, model, shape, c, seconds, rows)
                         samples.setdefault(f"{key}_{c}", []).append(rate)
                         samples.setdefault(f"{key}_{c}_mean_batch", []).append(mean_batch)
             for w in workers.values():
@@ -208,6 +210,9 @@ def main(argv=None) -> int:
                     help="the batched worker's rows per run (16 lets two runs overlap with 32 callers)")
     ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(MODELS))
     ap.add_argument("--json", default="", help="also write the numbers to this file")
+    ap.add_argument("--rows", type=int, default=1,
+                    help="rows per infer request (1: the issue's cells; more: what a client batching "
+                         "its own rows gets)")
     ap.add_argument("--provider", choices=tuple(PROVIDERS), default="cpu",
                     help="onnxruntime execution provider of the raw baseline and the workers")
     ap.add_argument("--mode", choices=("inproc", "rpc", "both"), default="inproc",
@@ -224,13 +229,14 @@ def main(argv=None) -> int:
     provider = PROVIDERS[args.provider]
     if args.provider == "cuda":
         prepare_cuda()
-    print(f"worker benchmark ({'; '.join(modes)}, {provider}): infer through validate/queue/batch, "
+    print(f"worker benchmark ({'; '.join(modes)}, {provider}, {args.rows} row(s) per request): "
+          f"infer through validate/queue/batch, "
           f"{args.rounds} interleaved rounds of {args.seconds}s per cell, medians; onnxruntime {ort.__version__}, intra-op threads {args.threads}, "
           f"worker executor threads {args.executor_threads}; {platform.processor() or platform.machine()}")
     for name in [m for m in args.only.split(",") if m] and set(MODELS) - set(args.only.split(",")):
         del MODELS[name]
     results = eventloop.run(bench(model_dir, args.seconds, args.rounds, args.threads, args.executor_threads, modes,
-                                args.max_batch_size, provider))
+                                args.max_batch_size, provider, args.rows))
     print("\n" + markdown(results, modes))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
