@@ -93,6 +93,9 @@ async def test_worker_on_cuda_batches_and_answers_as_onnxruntime(mid_dir):
     try:
         (described,) = (await worker.call("models"))["models"]
         assert described["providers"][0] == CUDA
+        from workers.ops_http import render_metrics
+        assert ('mesh_worker_model_provider{model="mlp-mid@1",provider="CUDAExecutionProvider"} 1.0'
+                in render_metrics(worker.registry).decode())
         gpu = raw(mid_dir / "mlp-mid-1.onnx", [CUDA])
         alone = rows(1, seed=99)
         reply = await worker.call("infer", {"model": "mlp-mid", "inputs": {"x": alone}})

@@ -267,6 +267,7 @@ async def test_metrics_render_inference_histograms(worker):
     assert 'mesh_worker_inference_batch_rows_bucket{le="+Inf",model="digits@1"}' in text
     assert 'mesh_worker_inference_queued{model="digits@1"} 0.0' in text
     assert 'mesh_worker_requests_total{code="OK",method="infer"} 4.0' in text
+    assert 'mesh_worker_model_provider{model="digits@1",provider="CPUExecutionProvider"} 1.0' in text
 
 
 async def test_read_only_and_strided_inputs_as_rpc_delivers_them(worker, model_dir):

@@ -105,6 +105,9 @@ class InferenceWorker(Worker):
                             lambda: {(m.label,): float(m.dispatcher.load()["queued"]) for m in self._cache.values()})
         self.registry.gauge("inference_running", "runs in flight per model", ("model",),
                             lambda: {(m.label,): float(m.dispatcher.load()["running"]) for m in self._cache.values()})
+        self.registry.gauge("model_provider", "1 per loaded model and the execution provider it runs on first "
+                            "(CUDAExecutionProvider: on the GPU)", ("model", "provider"),
+                            lambda: {(m.label, m.session.providers[0]): 1.0 for m in self._cache.values()})
         # infer awaits only futures (the batcher's, or a load's task): it carries on
         # from their callbacks, a loop turn or two sooner than in a task of its own
         self.method("infer", self.rpc_infer, in_task=False)
