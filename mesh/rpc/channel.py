@@ -10,10 +10,10 @@ dropped and counted.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextvars
 import inspect
 import types
-import collections.abc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any

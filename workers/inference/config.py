@@ -25,7 +25,8 @@ class InferenceConfig(WorkerConfig):
     loaded at start (empty: every `models` entry with this role).  lazy_load:
     load a model on its first `infer`.  require_sha256: refuse unpinned files.
     providers / intra_op_threads / inter_op_threads / allow_spinning /
-    cuda_device_id / cuda_tf32 / cudnn_conv_algo_search: see RunnerConfig.  executor_threads: threads running onnxruntime.
+    cuda_device_id / cuda_tf32 / cudnn_conv_algo_search: see RunnerConfig.
+    executor_threads: threads running onnxruntime.
     cache_max_models / cache_max_bytes: the session LRU's bounds.
     batching ... max_queue: defaults of ServingConfig for models that do not set them.
     pool_topic: a topic announced for the worker itself while it serves (e.g. "inference":
