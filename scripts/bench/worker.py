@@ -218,6 +218,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", choices=("inproc", "rpc", "both"), default="inproc",
                     help="call the worker in-process, over RPC to mesh.node worker processes, or both")
     args = ap.parse_args(argv)
+    if args.rows < 1:
+        ap.error("--rows must be 1 or more")
     modes = ["inproc", "rpc"] if args.mode == "both" else [args.mode]
     if args.models:
         model_dir = Path(args.models)
