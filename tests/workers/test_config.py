@@ -91,6 +91,12 @@ def test_cuda_options_are_layered_and_checked():
         layered(InferenceConfig, cli={"cudnn_conv_algo_search": "fastest"})
     with pytest.raises(ConfigInvalid, match="cuda_device_id must be >= 0"):
         layered(InferenceConfig, env={"MESH_CUDA_DEVICE_ID": "-1"})
+    limited = layered(InferenceConfig, cli={"cuda_mem_limit_bytes": str(2 << 30)})
+    assert limited.runner().cuda_options() == {"device_id": "0", "use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC",
+                                               "gpu_mem_limit": str(2 << 30),
+                                               "arena_extend_strategy": "kSameAsRequested"}
+    with pytest.raises(ConfigInvalid, match="cuda_mem_limit_bytes must be >= 0"):
+        layered(InferenceConfig, toml={"cuda_mem_limit_bytes": -1})
 
 
 def test_models_section(doc):

@@ -19,7 +19,7 @@ import onnxruntime as ort  # the independent reference for "what onnxruntime ret
 import pytest
 
 from scripts.make_models import write_models
-from workers.errors import ModelLoadFailed
+from workers.errors import InferenceFailed, ModelLoadFailed
 from workers.inference import InferenceConfig, InferenceWorker
 from workers.inference.runner import AUTO, CPU, CUDA, RunnerConfig, open_session, prepare_cuda, with_options
 
@@ -83,6 +83,18 @@ def test_sessions_named_and_auto_run_on_cuda(mid_dir):
         out = session.run({"x": x})["y"]
         np.testing.assert_array_equal(out, raw(path, [CUDA])(x))
         close_to_cpu(out, raw(path, [CPU])(x))
+
+
+@needs_gpu
+def test_a_session_holds_no_more_gpu_memory_than_its_limit(mid_dir):
+    # mlp-mid's weights are 25 MB: they do not fit in 1 MiB (the load or the first
+    # run fails with onnxruntime's reason), and do in 256 MiB.
+    # (Added after the last device run: not yet run on a GPU.)
+    path = str(mid_dir / "mlp-mid-1.onnx")
+    with pytest.raises((ModelLoadFailed, InferenceFailed)):
+        open_session(path, RunnerConfig(providers=(CUDA,), cuda_mem_limit_bytes=1 << 20)).run({"x": rows(1)})
+    session = open_session(path, RunnerConfig(providers=(CUDA,), cuda_mem_limit_bytes=256 << 20))
+    np.testing.assert_array_equal(session.run({"x": rows(8)})["y"], raw(path, [CUDA])(rows(8)))
 
 
 @needs_gpu

@@ -25,7 +25,8 @@ class InferenceConfig(WorkerConfig):
     loaded at start (empty: every `models` entry with this role).  lazy_load:
     load a model on its first `infer`.  require_sha256: refuse unpinned files.
     providers / intra_op_threads / inter_op_threads / allow_spinning /
-    cuda_device_id / cuda_tf32 / cudnn_conv_algo_search: see RunnerConfig.
+    cuda_device_id / cuda_tf32 / cudnn_conv_algo_search / cuda_mem_limit_bytes: see
+    RunnerConfig.
     executor_threads: threads running onnxruntime.
     cache_max_models / cache_max_bytes: the session LRU's bounds.
     batching ... max_queue: defaults of ServingConfig for models that do not set them.
@@ -52,6 +53,7 @@ class InferenceConfig(WorkerConfig):
     cuda_device_id: int = 0
     cuda_tf32: bool = False
     cudnn_conv_algo_search: str = "HEURISTIC"
+    cuda_mem_limit_bytes: int = 0
     executor_threads: int = 2
     cache_max_models: int = 8
     cache_max_bytes: int = 2 << 30
@@ -80,7 +82,8 @@ class InferenceConfig(WorkerConfig):
 
     def runner(self) -> RunnerConfig:
         return RunnerConfig(self.providers, self.intra_op_threads, self.inter_op_threads, self.allow_spinning,
-                            self.cuda_device_id, self.cuda_tf32, self.cudnn_conv_algo_search)
+                            self.cuda_device_id, self.cuda_tf32, self.cudnn_conv_algo_search,
+                            self.cuda_mem_limit_bytes)
 
     def model(self, model_id: str, version: str | None = None) -> ModelConfig | None:
         for m in self.models:

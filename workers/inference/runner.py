@@ -72,7 +72,9 @@ class RunnerConfig:
     cudnn_conv_algo_search, HEURISTIC by default: onnxruntime's EXHAUSTIVE
     benchmarks every convolution again for each new input shape, and a batching
     worker sends shapes of every batch size (measured on an H200: batched
-    conv-small at 8 callers fell to 178 rows/s from 2,598 unbatched).
+    conv-small at 8 callers fell to 178 rows/s from 2,598 unbatched);
+    cuda_mem_limit_bytes, the most GPU memory each session's arena may hold
+    (0: onnxruntime's default, no limit), so several models can share a GPU.
     """
 
     providers: tuple[str, ...] = ("auto",)
@@ -82,6 +84,7 @@ class RunnerConfig:
     cuda_device_id: int = 0
     cuda_tf32: bool = False
     cudnn_conv_algo_search: str = "HEURISTIC"
+    cuda_mem_limit_bytes: int = 0
 
     def __post_init__(self):
         if self.cudnn_conv_algo_search not in CONV_ALGO_SEARCHES:
@@ -89,10 +92,17 @@ class RunnerConfig:
                              f"not {self.cudnn_conv_algo_search!r}")
         if self.cuda_device_id < 0:
             raise ValueError(f"cuda_device_id must be >= 0, not {self.cuda_device_id}")
+        if self.cuda_mem_limit_bytes < 0:
+            raise ValueError(f"cuda_mem_limit_bytes must be >= 0, not {self.cuda_mem_limit_bytes}")
 
     def cuda_options(self) -> dict[str, str]:
-        return {"device_id": str(self.cuda_device_id), "use_tf32": "1" if self.cuda_tf32 else "0",
-                "cudnn_conv_algo_search": self.cudnn_conv_algo_search}
+        options = {"device_id": str(self.cuda_device_id), "use_tf32": "1" if self.cuda_tf32 else "0",
+                   "cudnn_conv_algo_search": self.cudnn_conv_algo_search}
+        if self.cuda_mem_limit_bytes:
+            # grow the arena by what is asked, not to the next power of two, so the
+            # limit is what the session may hold
+            options |= {"gpu_mem_limit": str(self.cuda_mem_limit_bytes), "arena_extend_strategy": "kSameAsRequested"}
+        return options
 
 
 @dataclass(frozen=True)
