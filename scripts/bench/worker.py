@@ -44,8 +44,9 @@ import numpy as np
 import onnxruntime as ort  # the raw baseline, outside the worker
 
 from mesh import eventloop
+from workers.errors import ModelLoadFailed
 from workers.inference import InferenceConfig, InferenceWorker
-from workers.inference.runner import RunnerConfig, prepare_cuda, with_options
+from workers.inference.runner import RunnerConfig, check_started, prepare_cuda, session_options, with_options
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 MODELS = {"mlp-tiny": (64,), "mlp-mid": (512,), "conv-small": (3, 64, 64)}
@@ -56,15 +57,16 @@ class Raw:
     """The baseline: one onnxruntime session called from this thread."""
 
     def __init__(self, path: Path, shape: tuple, threads: int, provider: str):
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # the worker's CUDA options too (float32 matmuls, heuristic conv algorithms)
-        self.sess = ort.InferenceSession(str(path), opts, providers=with_options([provider], RunnerConfig()),
-                                         enable_fallback=0)
-        if self.sess.get_providers()[0] != provider:
-            raise SystemExit(f"onnxruntime could not start {provider}: {prepare_cuda()}")
+        # the worker's session and CUDA options (threads, no spinning, float32
+        # matmuls, heuristic conv algorithms), onnxruntime called directly
+        config = RunnerConfig(providers=(provider,), intra_op_threads=threads)
+        self.sess = ort.InferenceSession(str(path), session_options(config),
+                                         providers=with_options([provider], config), enable_fallback=0)
+        try:
+            notes = prepare_cuda() if provider == PROVIDERS["cuda"] else ""
+            check_started(config.providers, [provider], self.sess.get_providers(), notes, str(path))
+        except ModelLoadFailed as e:
+            raise SystemExit(str(e)) from None
         rng = np.random.default_rng(0)
         self.x = {rows: rng.standard_normal((rows, *shape)).astype(np.float32) for rows in (1, 32)}
         for x in self.x.values():

@@ -207,12 +207,7 @@ def open_session(model: str | bytes, config: RunnerConfig, label: str | None = N
     """Load a model file path, or the model's bytes (what the caller verified),
     into a Session; raises ModelLoadFailed with onnxruntime's reason."""
     path = label or (model if isinstance(model, str) else "<bytes>")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = config.intra_op_threads
-    opts.inter_op_num_threads = config.inter_op_threads
-    if not config.allow_spinning:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts = session_options(config)
     providers = resolve_providers(config.providers)
     notes = prepare_cuda() if CUDA in providers else ""
     try:
@@ -224,6 +219,17 @@ def open_session(model: str | bytes, config: RunnerConfig, label: str | None = N
     if warning:
         log.warning(warning)
     return Session(session, path)
+
+
+def session_options(config: RunnerConfig) -> ort.SessionOptions:
+    """The onnxruntime session options of `config` (thread pools, spinning)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = config.intra_op_threads
+    opts.inter_op_num_threads = config.inter_op_threads
+    if not config.allow_spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts
 
 
 def with_options(providers: list[str], config: RunnerConfig) -> list:
