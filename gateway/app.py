@@ -228,7 +228,7 @@ def create_app(config: GatewayConfig, directory: WorkerDirectory, keys: KeyStore
     dispatcher = Dispatcher(directory, config)
     gw = Gateway(config, directory, keys, dispatcher, Catalogue(dispatcher), RateLimiter(config.bucket_idle_s),
                  metrics=None)  # type: ignore[arg-type]
-    gw.metrics = Metrics(gw.workers_by_state, gw.busy_poll_stats)
+    gw.metrics = Metrics(gw.workers_by_state, gw.busy_poll_stats, lambda: dispatcher.coalescer)
     dispatcher.on_retry = gw.metrics.retries.inc
     app = web.Application(middlewares=[errors_and_metrics, auth_limits_deadline],
                           client_max_size=config.max_body_bytes)

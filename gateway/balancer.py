@@ -22,6 +22,9 @@ class WorkerStats:
     queue: int = 0             # ... and queued ones ("queued")
     max_concurrent: int = 0    # ... and capacity (0: not reported yet)
     reported: dict = field(default_factory=dict)
+    # (model, version) -> most rows the worker runs in one batch, for the models it batches;
+    # (model, None) too when every loaded version of the model batches (the smallest limit)
+    batch_rows: dict = field(default_factory=dict)
 
     def score(self) -> int:
         """Busy-ness for least-connections and power-of-two: ours first, then reported."""
@@ -70,6 +73,7 @@ class Balancer:
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 setattr(s, field_name, value)
         s.reported = {k: v for k, v in capacity.items() if isinstance(v, (int, float, str, bool))}
+        s.batch_rows = _batch_rows(capacity.get("models"))
 
     def pick(self, service: str, strategy: str, candidates: Sequence[WorkerHandle]) -> WorkerHandle:
         """One of `candidates` (non-empty) by `strategy`."""
@@ -106,3 +110,24 @@ class Balancer:
         chosen = max(workers, key=lambda w: current[w.id])
         current[chosen.id] -= total
         return chosen
+
+
+def _batch_rows(models: Any) -> dict:
+    """`WorkerStats.batch_rows` from the per-model entries of a capacity reply."""
+    if not isinstance(models, list):
+        return {}
+    limits: dict = {}
+    batched_only: dict[str, bool] = {}
+    for m in models:
+        if not isinstance(m, dict) or not isinstance(m.get("model"), str):
+            continue
+        model, version, rows = m["model"], m.get("version"), m.get("max_batch_size")
+        batches = m.get("batching") is True and type(rows) is int and rows > 1 and isinstance(version, str)
+        batched_only[model] = batched_only.get(model, True) and batches
+        if batches:
+            limits[(model, version)] = rows
+            limits[(model, None)] = min(rows, limits.get((model, None), rows))
+    for model, ok in batched_only.items():
+        if not ok:
+            limits.pop((model, None), None)
+    return limits

@@ -46,6 +46,7 @@ class GatewayConfig:
     key_cache_s: float = 2.0                # how long a checked key is trusted before re-reading SQLite
     seed: int | None = None                 # seed for random strategies (tests, benchmarks)
     busy_poll_us: int = 2000                # event loop polls this long (adaptive) before sleeping; 0: off
+    coalesce_max_rows: int = 64             # most rows in one joined infer request (coalesce.py); 0 or 1: off
 
     def strategy_for(self, model: str) -> str:
         """The balancing strategy of `model`."""
@@ -98,6 +99,9 @@ _OPTIONS = [
     ("busy_poll_us", "--busy-poll-us", int, "MESH_BUSY_POLL_US",
      "microseconds the event loop polls for I/O before it sleeps (adaptive; saves wake-ups at low load "
      "at the price of CPU time; 0 turns it off)"),
+    ("coalesce_max_rows", "--coalesce-max-rows", int, "MESH_COALESCE_MAX_ROWS",
+     "most rows in one infer request joined from concurrent requests to the same worker, for models "
+     "the worker batches (also capped by its max_batch_size); 0 or 1 turns joining off"),
 ]
 _REPEATABLE = {"bootstrap", "models", "model_strategies"}
 
@@ -186,6 +190,8 @@ def from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None =
     config = GatewayConfig(**values)
     if config.strategy not in STRATEGIES:
         parser.error(f"--strategy must be one of {STRATEGIES}")
+    if config.coalesce_max_rows < 0:
+        parser.error(f"--coalesce-max-rows must be 0 or more, got {config.coalesce_max_rows}")
     if config.busy_poll_us < 0:
         parser.error(f"--busy-poll-us must be 0 or more, got {config.busy_poll_us}")
     return config

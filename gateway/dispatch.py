@@ -2,6 +2,7 @@
 
 `Dispatcher.call` picks a healthy worker, calls it before the deadline and, when the
 worker did not start the request (unreachable, or BUSY), retries once on another one.
+Concurrent `infer` calls to one worker may travel as one request (coalesce.py).
 `Dispatcher.ping_all` is one round of active health checks (capacity calls);
 `Dispatcher.run_pings` repeats it on an interval. A worker whose pings put it in
 quarantine is abandoned (its handle's optional `abandon(reason)`: the mesh drops
@@ -15,6 +16,7 @@ import logging
 from typing import Any, Callable
 
 from .balancer import Balancer
+from .coalesce import Coalescer
 from .config import GatewayConfig
 from .directory import WorkerDirectory, WorkerHandle, unique
 from .errors import (RETRYABLE, DeadlineExceeded, GatewayError, ModelNotFound, NoWorkers,
@@ -34,6 +36,10 @@ class Dispatcher:
                                               config.quarantine_max_s)
         self.retries = 0
         self.on_retry: Callable[[], object] = lambda: None
+        self.coalescer = Coalescer(config.coalesce_max_rows, self._batch_rows)
+
+    def _batch_rows(self, worker_id: str, model: str, version: Any) -> int:
+        return self.balancer.stats(worker_id).batch_rows.get((model, version), 0)
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -79,7 +85,10 @@ class Dispatcher:
                 raise DeadlineExceeded(f"deadline passed before {service!r} could be called")
             self.balancer.started(worker.id)
             try:
-                reply = await worker.call(method, value, remaining)
+                if method == "infer":
+                    reply = await self.coalescer.call(worker, value, remaining)
+                else:
+                    reply = await worker.call(method, value, remaining)
             except RETRYABLE as e:
                 last, last_id = e, worker.id
                 if isinstance(e, WorkerUnavailable):

@@ -46,9 +46,31 @@ class _BusyPollCollector:
         yield polls
 
 
+class _CoalesceCollector:
+    """The dispatcher's coalescing counters (gateway.coalesce), read at scrape time."""
+
+    def __init__(self, source: Callable[[], object | None]):
+        self._source = source
+
+    def collect(self):
+        c = self._source()
+        if c is None:
+            return
+        for name, text, value in (
+                ("gateway_joined_requests", "Inference requests sent to a worker inside a joined request",
+                 c.joined_requests),
+                ("gateway_joined_calls", "Joined inference requests sent (several requests in one)", c.joined_calls),
+                ("gateway_resent_requests", "Requests sent again alone after their joined request failed",
+                 c.resent)):
+            family = CounterMetricFamily(name, text)
+            family.add_metric([], value)
+            yield family
+
+
 class Metrics:
     def __init__(self, workers_source: Callable[[], Iterable[tuple[str, str, int]]],
-                 busy_poll_source: Callable[[], BusyPollStats | None] = lambda: None):
+                 busy_poll_source: Callable[[], BusyPollStats | None] = lambda: None,
+                 coalesce_source: Callable[[], object | None] = lambda: None):
         self.registry = CollectorRegistry()
         self.requests = Counter("gateway_requests", "HTTP requests by route, method and status",
                                 ["route", "method", "status"], registry=self.registry)
@@ -58,6 +80,7 @@ class Metrics:
         self.retries = Counter("gateway_retries", "Requests moved to another worker", registry=self.registry)
         self.registry.register(_WorkersCollector(workers_source))
         self.registry.register(_BusyPollCollector(busy_poll_source))
+        self.registry.register(_CoalesceCollector(coalesce_source))
         self._children: dict = {}   # labels() takes a lock and builds a tuple: cache the children
 
     def _child(self, metric, *labels):

@@ -35,7 +35,8 @@ async def status(request: web.Request) -> web.Response:
         "discovery": gw.directory.describe(),
         "topics": topics,
         "models": models,
-        "totals": {**gw.metrics.totals(), "retries": gw.dispatcher.retries},
+        "totals": {**gw.metrics.totals(), "retries": gw.dispatcher.retries,
+                   "joined_requests": gw.dispatcher.coalescer.joined_requests},
         "rate_buckets": len(gw.limiter),
     })
 

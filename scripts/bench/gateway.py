@@ -20,7 +20,7 @@ request sends one 1x64 float32 row as JSON and gets 1x10 back.
 All servers run at once and the runs alternate, so the machine's noise hits them
 alike; the table shows medians over the rounds, and the CPU time per request of all
 of a variant's server processes (gateway and workers; read from /proc), which noise
-disturbs far less than throughput.
+disturbs far less than throughput, and the workers' share of it for the mesh variants.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import socket
 import statistics
@@ -290,7 +291,7 @@ class Server:
         url = f"http://127.0.0.1:{self.port}/api/v1/inference/{MODEL_ID}"
         procs = max(1, min(procs, concurrency))
         shares = [concurrency // procs + (i < concurrency % procs) for i in range(procs)]
-        cpu0 = self.cpu_seconds()
+        cpu0 = [self.cpu_seconds(p) for p in self.procs]
         clients = [subprocess.Popen([sys.executable, __file__, "client", url, self.key, str(n), str(seconds)],
                                     stdout=subprocess.PIPE, text=True) for n in shares]
         parts = []
@@ -301,17 +302,20 @@ class Server:
             parts.append(json.loads(out))
         result = summarize(parts)
         total = sum(p["total"] for p in parts)
-        result["cpu_us"] = 1e6 * (self.cpu_seconds() - cpu0) / max(total, 1)
+        used = [1e6 * (self.cpu_seconds(p) - before) / max(total, 1) for p, before in zip(self.procs, cpu0)]
+        result["cpu_us"] = sum(used)
+        result["workers_cpu_us"] = sum(used[1:]) if self.mode.startswith("mesh") else float("nan")
         return result
 
-    def cpu_seconds(self) -> float:
+    @staticmethod
+    def cpu_seconds(proc: subprocess.Popen) -> float:
+        """CPU seconds of `proc` and its children (the gateway first in `procs`, then its workers)."""
         total = 0.0
-        for p in self.procs:
-            for pid in process_tree(p.pid):
-                try:
-                    total += cpu_seconds(pid)
-                except OSError:
-                    pass  # exited between listing and reading
+        for pid in process_tree(proc.pid):
+            try:
+                total += cpu_seconds(pid)
+            except OSError:
+                pass  # exited between listing and reading
         return total
 
     def stop(self) -> None:
@@ -378,7 +382,8 @@ role = "workers.inference"
 
 
 def median_of(runs: list[dict]) -> dict:
-    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "errors", "cpu_us")}
+    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "errors", "cpu_us",
+                                                               "workers_cpu_us")}
 
 
 def main() -> None:
@@ -430,12 +435,13 @@ def main() -> None:
     if "ray" in args.modes and not ray_ok:
         print(f"ray serve: not installed for {RAY_PYTHON} (pip install .[ray], or pass --ray-python)")
     print(f"{'server':<36}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'req/s vs bare':>15}"
-          f"{'server CPU us/req':>19}{'CPU vs bare':>13}")
+          f"{'server CPU us/req':>19}{'CPU vs bare':>13}{'of which workers':>18}")
     for mode in modes:
         for c in args.concurrency:
             r, base = results[mode][c], results["bare"][c]
             print(f"{MODES[mode]:<36}{c:>8}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8.0f}"
-                  f"{r['rps'] / base['rps']:>15.2f}{r['cpu_us']:>19.0f}{r['cpu_us'] / base['cpu_us']:>13.2f}")
+                  f"{r['rps'] / base['rps']:>15.2f}{r['cpu_us']:>19.0f}{r['cpu_us'] / base['cpu_us']:>13.2f}"
+                  f"{'-' if math.isnan(r['workers_cpu_us']) else format(r['workers_cpu_us'], '.0f'):>18}")
     if "ray" in results:
         for c in args.concurrency:
             ray_rps = results["ray"][c]["rps"]

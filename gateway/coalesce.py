@@ -1,0 +1,209 @@
+"""Coalescing: concurrent `infer` calls bound for one worker travel as one request.
+
+Under load, requests for the same model that the gateway sends to the same worker
+in the same event-loop iteration (HTTP requests read together) are joined into one
+`infer` request whose inputs are theirs concatenated along axis 0; the worker's
+outputs are sliced back, in order, to each caller. The worker's dynamic batcher
+runs rows that arrive together in one run anyway; one message instead of many
+saves the per-message work on both sides of the RPC hop (msgpack, secret-stream
+framing, dispatch, validation, stats).
+
+Invariants:
+- Only models the worker itself batches: its `capacity` reply lists the model with
+  `batching: true` (the worker's word that rows are independent; see
+  `Balancer.update_capacity`), and a call joins a group only while the group stays
+  within the worker's `max_batch_size` and the gateway's `coalesce_max_rows`.
+- Only plain calls: a map of exactly model, version and inputs, every input an
+  ndarray with the same leading dimension; the group's inputs agree in names,
+  dtypes and trailing shapes.
+- A lone call is never held back: with no coalescible call to that worker in
+  flight it is sent at once, so one client sees no added latency.
+- Each caller ends with what it would have got alone. Errors that say the worker
+  did not run the request (BUSY, unavailable), that the model is missing, or that
+  time is up go to every caller (their own retry moves them elsewhere, as for a
+  single call); any other error of the joined request (one caller's bad tensor, a
+  failed run) or outputs that do not split by rows make each call go again alone,
+  so one bad request fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from mesh.eventloop import at_iteration_end
+
+from .directory import WorkerHandle
+from .errors import RETRYABLE, DeadlineExceeded, ModelNotFound, ModelNotReady, UnknownMethod
+
+# Errors of a joined request that every caller would have got alone as well.
+_SHARED_ERRORS = (*RETRYABLE, DeadlineExceeded, ModelNotFound, ModelNotReady, UnknownMethod)
+_PLAIN_KEYS = frozenset(("model", "version", "inputs"))
+
+Layout = tuple[str, Any, tuple]   # (model, version, ((input name, dtype, trailing shape), ...))
+
+
+def layout_of(value: Any) -> tuple[Layout, int] | None:
+    """(what must match for calls to join, rows) of an infer value; None if it cannot join any."""
+    if type(value) is not dict or not value.keys() <= _PLAIN_KEYS:
+        return None
+    model, inputs = value.get("model"), value.get("inputs")
+    if type(model) is not str or type(inputs) is not dict or not inputs:
+        return None
+    rows = -1
+    parts = []
+    for name in sorted(inputs):
+        arr = inputs[name]
+        if type(arr) is not np.ndarray or arr.ndim == 0 or (rows >= 0 and arr.shape[0] != rows):
+            return None
+        rows = arr.shape[0]
+        parts.append((name, arr.dtype.str, arr.shape[1:]))
+    if rows < 1:
+        return None
+    return (model, value.get("version"), tuple(parts)), rows
+
+
+@dataclass(eq=False)
+class _Call:
+    value: dict
+    rows: int
+    future: asyncio.Future
+
+
+@dataclass(eq=False)
+class _Group:
+    worker: WorkerHandle
+    layout: Layout
+    limit: int
+    deadline: float = 0.0
+    rows: int = 0
+    calls: list[_Call] = field(default_factory=list)
+
+
+class Coalescer:
+    """Joins concurrent infer calls per worker. `limit_of(worker_id, model, version)` is the
+    most rows that worker batches for that model (0: it does not batch it)."""
+
+    def __init__(self, max_rows: int, limit_of: Callable[[str, str, Any], int]):
+        self.max_rows = max_rows
+        self._limit_of = limit_of
+        self._open: dict[tuple[str, Layout], _Group] = {}
+        self._inflight: dict[str, int] = {}    # worker id -> coalescible calls waiting on it
+        self._tasks: set[asyncio.Task] = set()
+        self.joined_requests = 0   # requests that went out inside a joined request
+        self.joined_calls = 0      # joined requests sent
+        self.resent = 0            # requests sent again alone after their joined request failed
+
+    async def call(self, worker: WorkerHandle, value: Any, timeout: float) -> Any:
+        """What `worker.call("infer", value, timeout)` returns, possibly as part of a joined request."""
+        found = layout_of(value) if self.max_rows > 1 else None
+        if found is None:
+            return await worker.call("infer", value, timeout)
+        layout, rows = found
+        limit = min(self.max_rows, self._limit_of(worker.id, layout[0], layout[1]))
+        inflight = self._inflight.get(worker.id, 0)
+        self._inflight[worker.id] = inflight + 1
+        try:
+            if inflight == 0 or rows >= limit:
+                return await worker.call("infer", value, timeout)
+            return await self._join(worker, layout, limit, value, rows, timeout)
+        finally:
+            left = self._inflight[worker.id] - 1
+            if left:
+                self._inflight[worker.id] = left
+            else:
+                del self._inflight[worker.id]
+
+    async def _join(self, worker: WorkerHandle, layout: Layout, limit: int, value: dict, rows: int,
+                    timeout: float) -> Any:
+        loop = asyncio.get_running_loop()
+        key = (worker.id, layout)
+        group = self._open.get(key)
+        if group is not None and group.rows + rows > group.limit:
+            del self._open[key]   # full: it leaves as it is when this iteration ends
+            group = None
+        if group is None:
+            group = self._open[key] = _Group(worker, layout, limit)
+            at_iteration_end(lambda: self._close(key, group), loop)
+        call = _Call(value, rows, loop.create_future())
+        group.calls.append(call)
+        group.rows += rows
+        group.deadline = max(group.deadline, loop.time() + timeout)
+        return await call.future
+
+    def _close(self, key: tuple[str, Layout], group: _Group) -> None:
+        if self._open.get(key) is group:
+            del self._open[key]
+        task = asyncio.get_running_loop().create_task(self._send(group))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, group: _Group) -> None:
+        calls = [c for c in group.calls if not c.future.done()]   # callers gone (their deadline): dropped
+        try:
+            if len(calls) == 1:
+                await self._alone(group, calls[0])
+            elif calls:
+                await self._joined(group, calls)
+        finally:
+            for c in calls:   # cancelled (the gateway stops): nobody is left to answer them
+                if not c.future.done():
+                    c.future.cancel()
+
+    async def _joined(self, group: _Group, calls: list[_Call]) -> None:
+        model, version, parts = group.layout
+        inputs = {name: np.concatenate([c.value["inputs"][name] for c in calls]) for name, _, _ in parts}
+        value = {"model": model, "version": version, "inputs": inputs}
+        remaining = group.deadline - asyncio.get_running_loop().time()
+        try:
+            reply = await group.worker.call("infer", value, remaining)
+        except _SHARED_ERRORS as e:
+            for c in calls:
+                _settle(c.future, error=e)
+            return
+        except Exception:  # noqa: BLE001 - someone's input or the run: each call again, alone
+            reply = None
+        replies = _split(reply, [c.rows for c in calls]) if reply is not None else None
+        if replies is None:
+            self.resent += len(calls)
+            await asyncio.gather(*(self._alone(group, c) for c in calls))
+            return
+        self.joined_calls += 1
+        self.joined_requests += len(calls)
+        for c, r in zip(calls, replies):
+            _settle(c.future, result=r)
+
+    async def _alone(self, group: _Group, call: _Call) -> None:
+        try:
+            result = await group.worker.call("infer", call.value, group.deadline - asyncio.get_running_loop().time())
+        except Exception as e:  # noqa: BLE001 - handed to its caller as a direct call would have raised it
+            _settle(call.future, error=e)
+        else:
+            _settle(call.future, result=result)
+
+
+def _split(reply: Any, rows: list[int]) -> list[dict] | None:
+    """The joined reply sliced into one reply per call; None when its outputs do not split by rows."""
+    if not isinstance(reply, dict) or not isinstance(reply.get("outputs"), dict):
+        return None
+    outputs = reply["outputs"]
+    total = sum(rows)
+    if not all(isinstance(a, np.ndarray) and a.ndim >= 1 and a.shape[0] == total for a in outputs.values()):
+        return None
+    out, start = [], 0
+    for n in rows:
+        out.append({**reply, "outputs": {name: a[start:start + n] for name, a in outputs.items()}})
+        start += n
+    return out
+
+
+def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+    if future.done():   # its caller gave up (deadline or cancel)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
