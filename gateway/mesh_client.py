@@ -66,6 +66,10 @@ class MeshWorker:
     def topics(self) -> set[bytes]:
         return {bytes(t) for t in getattr(self.peer_info, "topics", ()) or ()} | self.probed_topics
 
+    def serves(self, topic: bytes) -> bool:
+        """topic in self.topics(), without building the set (asked on every request)."""
+        return topic in self.probed_topics or any(t == topic for t in getattr(self.peer_info, "topics", ()) or ())
+
     async def call(self, method: str, value: Any, timeout: float) -> Any:
         if self.closed:
             raise WorkerUnavailable(f"connection to worker {self.id[:16]} is closed")
@@ -186,7 +190,7 @@ class MeshWorkerDirectory:
         topic = self._topics.get(service)
         if topic is None:
             return []
-        return [w for w in self._workers.values() if not w.closed and topic in w.topics()]
+        return [w for w in self._workers.values() if not w.closed and w.serves(topic)]
 
     async def wait_for_workers(self, service: str, timeout: float, at_least: int = 1) -> list[MeshWorker]:
         """The workers of `service` once there are `at_least` of them, or whatever there are at `timeout`."""
