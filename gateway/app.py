@@ -216,6 +216,7 @@ async def _on_cleanup(app: web.Application) -> None:
     for task in gw.tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await gw.dispatcher.coalescer.close()
     await gw.directory.close()
 
 

@@ -97,6 +97,13 @@ class Coalescer:
         self.joined_calls = 0      # joined requests sent
         self.resent = 0            # requests sent again alone after their joined request failed
 
+    async def close(self) -> None:
+        """Cancel joined requests still in flight (the gateway stops); their callers see a cancel."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def call(self, worker: WorkerHandle, value: Any, timeout: float) -> Any:
         """What `worker.call("infer", value, timeout)` returns, possibly as part of a joined request."""
         found = layout_of(value) if self.max_rows > 1 else None

@@ -183,6 +183,19 @@ async def test_a_caller_that_gives_up_leaves_the_others_answered():
     assert not c._tasks and not c._inflight   # nothing left behind
 
 
+async def test_close_cancels_joined_requests_in_flight():
+    c, w = coalescer(), RowWorker()
+    w.gate = asyncio.Event()
+    tasks = [asyncio.create_task(c.call(w, infer_value(x), 5.0)) for x in inputs(4)]
+    await asyncio.wait_for(until(lambda: len(w.requests) == 2), 2)
+    await c.close()
+    w.gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert not isinstance(results[0], BaseException)    # the lone call was not part of a joined request
+    assert all(isinstance(r, asyncio.CancelledError) for r in results[1:])
+    assert not c._tasks
+
+
 async def test_callers_gone_before_the_send_are_dropped_from_it():
     c, w = coalescer(), RowWorker()
     xs = inputs(4)
