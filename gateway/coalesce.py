@@ -55,12 +55,12 @@ def layout_of(value: Any) -> tuple[Layout, int] | None:
         return None
     rows = -1
     parts = []
-    for name in sorted(inputs):
+    for name in (inputs if len(inputs) == 1 else sorted(inputs)):
         arr = inputs[name]
         if type(arr) is not np.ndarray or arr.ndim == 0 or (rows >= 0 and arr.shape[0] != rows):
             return None
         rows = arr.shape[0]
-        parts.append((name, arr.dtype.str, arr.shape[1:]))
+        parts.append((name, arr.dtype, arr.shape[1:]))
     if rows < 1:
         return None
     return (model, value.get("version"), tuple(parts)), rows

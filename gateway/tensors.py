@@ -36,10 +36,14 @@ def dtype_name(dtype: np.dtype) -> str:
     return name if name is not None else dtype.name
 
 
+_LITTLE = {d: np.dtype(d).newbyteorder("<") for d in DTYPES}
+
+
 def check_dtype(name: str, dtype: object) -> np.dtype:
-    if not isinstance(dtype, str) or dtype not in DTYPES:
+    found = _LITTLE.get(dtype) if isinstance(dtype, str) else None
+    if found is None:
         raise InvalidTensor(f"tensor {name!r}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    return np.dtype(dtype).newbyteorder("<")
+    return found
 
 
 def check_shape(name: str, shape: object) -> tuple[int, ...]:
