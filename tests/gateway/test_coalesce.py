@@ -217,6 +217,8 @@ def test_batch_rows_from_capacity_reports():
               "junk", {"model": 5}]
     assert _batch_rows(models) == {("a", "1"): 32, ("a", "2"): 8, ("a", None): 8, ("b", "1"): 16}
     assert _batch_rows(None) == {} and _batch_rows("x") == {}
+    # the worker takes at most 10 rows per request: no joined request may be larger
+    assert _batch_rows(models[:2], max_request_rows=10) == {("a", "1"): 10, ("a", "2"): 8, ("a", None): 8}
 
 
 async def test_dispatcher_joins_only_after_the_worker_reported_batching():

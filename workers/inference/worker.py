@@ -276,7 +276,8 @@ class InferenceWorker(Worker):
         available = self.state == "serving" and (
             not per_model or any(p["running"] < p["max_concurrent"] or p["queued"] < p["max_queue"]
                                  for p in per_model))
-        return {"state": self.state, "available": available, **total, "models": per_model}
+        return {"state": self.state, "available": available, **total, "models": per_model,
+                "max_request_rows": self.config.max_request_rows}
 
     async def rpc_stats(self, value: Any = None) -> dict[str, Any]:
         labels = sorted({labels[0] for labels in self.stats.requests.values} |
