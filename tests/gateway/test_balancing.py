@@ -72,12 +72,31 @@ async def test_least_connections_avoids_busy_worker():
     ws[0].hold = asyncio.Event()
     held = [asyncio.create_task(d.call("m", "infer", {}, deadline())) for _ in range(1)]
     await asyncio.wait_for(_until(lambda: ws[0].count == 1), 2)
-    # w0 has one in flight: the next 20 sequential calls alternate over w1 and w2 only
+    # w0 has one in flight: the next 20 sequential calls avoid it
     for _ in range(20):
         await d.call("m", "infer", {}, deadline())
-    assert [w.count for w in ws] == [1, 10, 10]
+    assert ws[0].count == 1 and ws[1].count + ws[2].count == 20
     ws[0].hold.set()
     await asyncio.gather(*held)
+
+
+async def test_least_connections_sends_a_sequential_client_to_the_warm_worker():
+    """Among equally idle workers, the one that finished a request last (still polling, caches
+    hot) gets the next; as soon as requests overlap, in-flight counts spread them."""
+    d, ws = setup("least-connections")
+    for _ in range(12):
+        await d.call("m", "infer", {}, deadline())
+    counts = sorted(w.count for w in ws)
+    assert counts == [0, 0, 12], counts
+    warm = next(w for w in ws if w.count == 12)
+    gate = asyncio.Event()
+    for w in ws:
+        w.hold = gate
+    tasks = [asyncio.create_task(d.call("m", "infer", {}, deadline())) for _ in range(6)]
+    await asyncio.wait_for(_until(lambda: sum(w.count for w in ws) == 18), 2)
+    assert sorted(w.count - (12 if w is warm else 0) for w in ws) == [2, 2, 2]
+    gate.set()
+    await asyncio.gather(*tasks)
 
 
 async def test_least_connections_spreads_concurrent_load():
