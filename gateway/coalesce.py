@@ -29,6 +29,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -42,6 +43,8 @@ from .errors import RETRYABLE, DeadlineExceeded, ModelNotFound, ModelNotReady, U
 # Errors of a joined request that every caller would have got alone as well.
 _SHARED_ERRORS = (*RETRYABLE, DeadlineExceeded, ModelNotFound, ModelNotReady, UnknownMethod)
 _PLAIN_KEYS = frozenset(("model", "version", "inputs"))
+
+log = logging.getLogger("gateway.coalesce")
 
 Layout = tuple[str, Any, tuple]   # (model, version, ((input name, dtype, trailing shape), ...))
 
@@ -155,10 +158,15 @@ class Coalescer:
                 await self._alone(group, calls[0])
             elif calls:
                 await self._joined(group, calls)
-        finally:
-            for c in calls:   # cancelled (the gateway stops): nobody is left to answer them
+        except asyncio.CancelledError:   # the gateway stops: nobody is left to answer them
+            for c in calls:
                 if not c.future.done():
                     c.future.cancel()
+            raise
+        except Exception as e:  # a bug here: the callers hear of it instead of waiting for their deadline
+            log.exception("joined infer request to worker %s failed", group.worker.id[:16])
+            for c in calls:
+                _settle(c.future, error=e)
 
     async def _joined(self, group: _Group, calls: list[_Call]) -> None:
         model, version, parts = group.layout

@@ -196,6 +196,18 @@ async def test_close_cancels_joined_requests_in_flight():
     assert not c._tasks
 
 
+async def test_a_bug_in_the_send_reaches_the_callers_instead_of_leaving_them_waiting(monkeypatch, caplog):
+    c, w = coalescer(), RowWorker()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+    monkeypatch.setattr("gateway.coalesce._split", broken)
+    results = await asyncio.gather(*(c.call(w, infer_value(x), 5.0) for x in inputs(4)), return_exceptions=True)
+    assert not isinstance(results[0], BaseException)
+    assert all(isinstance(r, RuntimeError) for r in results[1:])
+    assert "joined infer request to worker w0 failed" in caplog.text
+
+
 async def test_callers_gone_before_the_send_are_dropped_from_it():
     c, w = coalescer(), RowWorker()
     xs = inputs(4)
