@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from typing import Sequence
 
@@ -23,9 +24,17 @@ def serve(argv: Sequence[str]) -> int:
         return 2
     from .app import create_app
 
+    try:
+        # bound here, not by aiohttp: the start line then shows the real port (--port 0 picks a
+        # free one, so a caller never races another process for a port it chose beforehand)
+        sock = socket.create_server((config.host, config.port),
+                                    family=socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+    except OSError as e:
+        print(f"error: cannot listen on {config.host}:{config.port}: {e.strerror or e}", file=sys.stderr)
+        return 1
     keys = KeyStore(config.keys_db, config.key_cache_s)
     app = create_app(config, MeshWorkerDirectory(config), keys)
-    web.run_app(app, host=config.host, port=config.port, print=lambda msg: print(msg, flush=True),
+    web.run_app(app, sock=sock, print=lambda msg: print(msg, flush=True),
                 loop=eventloop.new_event_loop(config.busy_poll_us / 1e6))
     return 0
 

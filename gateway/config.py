@@ -70,7 +70,7 @@ def _model_strategy(text: str) -> tuple[str, str]:
 # (field, flags, type, env, help) for every option; one list keeps CLI, env and help in step.
 _OPTIONS = [
     ("host", "--host", str, "MESH_GATEWAY_HOST", "listen address"),
-    ("port", "--port", int, "MESH_GATEWAY_PORT", "listen port"),
+    ("port", "--port", int, "MESH_GATEWAY_PORT", "listen port (0: a free one, shown in the start line)"),
     ("keys_db", "--keys-db", str, "MESH_KEYS_DB", "SQLite file of hashed API keys"),
     ("api_key", "--api-key", str, "MESH_API_KEY", "an extra key with every scope (prefer the env var)"),
     ("namespace", "--namespace", str, "MESH_NAMESPACE", "topic namespace"),

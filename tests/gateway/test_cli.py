@@ -88,3 +88,12 @@ def test_keys_create_list_revoke(tmp_path):
     # read the file only now: closing any descriptor of it drops this process's SQLite locks
     with open(db, "rb") as f:
         assert key.encode() not in f.read()   # stored hashed only
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path):
+    import socket
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        r = run("--port", str(port), "--keys-db", str(tmp_path / "keys.sqlite3"), "--bootstrap", "127.0.0.1:9")
+    assert r.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr

@@ -18,8 +18,8 @@ import json
 import os
 import pathlib
 import queue
+import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,12 +45,6 @@ WAIT_S = 20.0       # deadline of any other wait
 X = np.asarray([[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]], dtype=np.float32)
 BODY = {"inputs": {"x": {"shape": [2, 4], "dtype": "float32", "data": X.ravel().tolist()}}}
 UPLOADED = linear_model(seed=5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Proc:
@@ -120,17 +114,19 @@ class Mesh:
         proc.wait_line(lambda e: isinstance(e, dict) and e.get("event") == "announced" and e.get("topic") == topic)
         return ready["public_key"]
 
-    def gateway(self, *args: str) -> tuple[Proc, str]:
-        port = free_port()
-        p = self.spawn("gateway", "-m", "gateway", "--config", str(self.topics), "--port", str(port),
-                       "--keys-db", str(self.keys_db), "--model", "linear", "--worker-wait", "10",
-                       "--ping-interval", "0.3", "--ping-timeout", "0.5", "--discovery-interval", "1", "--timeout", "10",
-                       "--rate", "100000", "--burst", "100000", "--max-body", "65536", "--seed", "1", *args)
-        return p, f"http://127.0.0.1:{port}"
+    def gateway(self, *args: str) -> Proc:
+        # --port 0: the gateway binds a free port itself and shows it (a port picked here
+        # could be taken by another process before the gateway binds it)
+        return self.spawn("gateway", "-m", "gateway", "--config", str(self.topics), "--port", "0",
+                          "--keys-db", str(self.keys_db), "--model", "linear", "--worker-wait", "10",
+                          "--ping-interval", "0.3", "--ping-timeout", "0.5", "--discovery-interval", "1", "--timeout", "10",
+                          "--rate", "100000", "--burst", "100000", "--max-body", "65536", "--seed", "1", *args)
 
     @staticmethod
-    def gateway_up(proc: Proc) -> None:
-        proc.wait_line(lambda line: isinstance(line, str) and "Running on" in line)
+    def gateway_up(proc: Proc) -> str:
+        """Wait for the gateway's start line; its base URL."""
+        line = proc.wait_line(lambda line: isinstance(line, str) and "Running on" in line)
+        return re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
 
 
 def write_topics(tmp: pathlib.Path, bootstrap: str) -> pathlib.Path:
@@ -189,11 +185,11 @@ def mesh(tmp_path_factory):
                                        ("write", {"models:write"}), ("admin", {"admin"}))}
         manager = m.node("manager", "--topic", "model-manager")
         workers = [m.worker("linear", "--max-concurrent", str(c)) for c in (1, 2, 4)]
-        gw, m.base = m.gateway()
+        gw = m.gateway()
         m.manager = Mesh.announced(manager, "model-manager")
         m.workers = [Mesh.announced(w, "linear") for w in workers]
         m.capacity = dict(zip(m.workers, (1, 2, 4)))
-        Mesh.gateway_up(gw)
+        m.base = Mesh.gateway_up(gw)
         yield m
     finally:
         for p in m.procs:
@@ -449,9 +445,9 @@ async def _concurrent(http, base: str, key: str, n: int, clients: int) -> None:
 async def test_each_strategy_spreads_load_as_it_should(mesh):
     strategies = ("round-robin", "random", "weighted", "power-of-two")
     started = {s: mesh.gateway("--strategy", s) for s in strategies}
-    for proc, _ in started.values():
-        await asyncio.to_thread(Mesh.gateway_up, proc)
-    bases = {"least-connections": mesh.base, **{s: base for s, (_, base) in started.items()}}
+    bases = {"least-connections": mesh.base}
+    for strategy, proc in started.items():
+        bases[strategy] = await asyncio.to_thread(Mesh.gateway_up, proc)
     key = mesh.keys["infer"]
     async with aiohttp.ClientSession() as http, stats_client(mesh, "linear", 3) as counts:
         for base in bases.values():
@@ -480,8 +476,8 @@ async def test_each_strategy_spreads_load_as_it_should(mesh):
 
 
 async def test_two_gateways_serve_the_same_workers_at_once(mesh):
-    second, base2 = mesh.gateway()
-    await asyncio.to_thread(Mesh.gateway_up, second)
+    second = mesh.gateway()
+    base2 = await asyncio.to_thread(Mesh.gateway_up, second)
     key = mesh.keys["infer"]
     async with aiohttp.ClientSession() as http, stats_client(mesh, "linear", 3) as counts:
         await healthy_workers(http, base2, mesh.keys["admin"], "linear", 3)
