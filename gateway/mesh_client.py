@@ -63,11 +63,8 @@ class MeshWorker:
             log.warning("abandoning worker %s: %s", self.id[:16], reason)
             self.conn.destroy()
 
-    def topics(self) -> set[bytes]:
-        return {bytes(t) for t in getattr(self.peer_info, "topics", ()) or ()} | self.probed_topics
-
     def serves(self, topic: bytes) -> bool:
-        """topic in self.topics(), without building the set (asked on every request)."""
+        """Does it announce `topic` (the Swarm's peer info) or say it serves its model (a probe)?"""
         return topic in self.probed_topics or any(t == topic for t in getattr(self.peer_info, "topics", ()) or ())
 
     async def call(self, method: str, value: Any, timeout: float) -> Any:
