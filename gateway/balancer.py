@@ -11,6 +11,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from workers.coalesce import batch_limits
+
 from .directory import WorkerHandle
 
 
@@ -78,7 +80,7 @@ class Balancer:
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 setattr(s, field_name, value)
         s.reported = {k: v for k, v in capacity.items() if isinstance(v, (int, float, str, bool))}
-        s.batch_rows = _batch_rows(capacity.get("models"), capacity.get("max_request_rows"))
+        s.batch_rows = batch_limits(capacity)
 
     def pick(self, service: str, strategy: str, candidates: Sequence[WorkerHandle]) -> WorkerHandle:
         """One of `candidates` (non-empty) by `strategy`."""
@@ -122,27 +124,3 @@ class Balancer:
         current[chosen.id] -= total
         return chosen
 
-
-def _batch_rows(models: Any, max_request_rows: Any = None) -> dict:
-    """`WorkerStats.batch_rows` from the per-model entries of a capacity reply, each limit
-    within the most rows the worker takes in one request."""
-    if not isinstance(models, list):
-        return {}
-    cap = max_request_rows if type(max_request_rows) is int and max_request_rows > 0 else None
-    limits: dict = {}
-    batched_only: dict[str, bool] = {}
-    for m in models:
-        if not isinstance(m, dict) or not isinstance(m.get("model"), str):
-            continue
-        model, version, rows = m["model"], m.get("version"), m.get("max_batch_size")
-        if cap is not None and type(rows) is int:
-            rows = min(rows, cap)
-        batches = m.get("batching") is True and type(rows) is int and rows > 1 and isinstance(version, str)
-        batched_only[model] = batched_only.get(model, True) and batches
-        if batches:
-            limits[(model, version)] = rows
-            limits[(model, None)] = min(rows, limits.get((model, None), rows))
-    for model, ok in batched_only.items():
-        if not ok:
-            limits.pop((model, None), None)
-    return limits

@@ -46,7 +46,7 @@ class GatewayConfig:
     key_cache_s: float = 2.0                # how long a checked key is trusted before re-reading SQLite
     seed: int | None = None                 # seed for random strategies (tests, benchmarks)
     busy_poll_us: int = 2000                # event loop polls this long (adaptive) before sleeping; 0: off
-    coalesce_max_rows: int = 64             # most rows in one joined infer request (coalesce.py); 0 or 1: off
+    coalesce_max_rows: int = 64             # most rows in one joined infer request (workers/coalesce.py); 0 or 1: off
 
     def strategy_for(self, model: str) -> str:
         """The balancing strategy of `model`."""

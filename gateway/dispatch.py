@@ -2,7 +2,7 @@
 
 `Dispatcher.call` picks a healthy worker, calls it before the deadline and, when the
 worker did not start the request (unreachable, or BUSY), retries once on another one.
-Concurrent `infer` calls to one worker may travel as one request (coalesce.py).
+Concurrent `infer` calls to one worker may travel as one request (workers/coalesce.py).
 `Dispatcher.ping_all` is one round of active health checks (capacity calls);
 `Dispatcher.run_pings` repeats it on an interval. A worker whose pings put it in
 quarantine is abandoned (its handle's optional `abandon(reason)`: the mesh drops
@@ -15,15 +15,23 @@ import asyncio
 import logging
 from typing import Any, Callable
 
+from workers.coalesce import Coalescer
+
 from .balancer import Balancer
-from .coalesce import Coalescer
 from .config import GatewayConfig
 from .directory import WorkerDirectory, WorkerHandle, unique
-from .errors import (RETRYABLE, DeadlineExceeded, GatewayError, ModelNotFound, NoWorkers,
+from .errors import (RETRYABLE, DeadlineExceeded, GatewayError, ModelNotFound, ModelNotReady, NoWorkers,
                      UnknownMethod, WorkerBusy, WorkerFailed, WorkerUnavailable)
 from .health import HealthTracker
 
 log = logging.getLogger("gateway.dispatch")
+
+# Errors of a joined infer request that each of its calls would have got alone as well.
+_SHARED_ERRORS = (*RETRYABLE, DeadlineExceeded, ModelNotFound, ModelNotReady, UnknownMethod)
+
+
+def _shared_error(error: BaseException) -> bool:
+    return isinstance(error, _SHARED_ERRORS)
 
 
 class Dispatcher:
@@ -36,7 +44,7 @@ class Dispatcher:
                                               config.quarantine_max_s)
         self.retries = 0
         self.on_retry: Callable[[], object] = lambda: None
-        self.coalescer = Coalescer(config.coalesce_max_rows, self._batch_rows)
+        self.coalescer = Coalescer(config.coalesce_max_rows, self._batch_rows, _shared_error)
 
     def _batch_rows(self, worker_id: str, model: str, version: Any) -> int:
         return self.balancer.stats(worker_id).batch_rows.get((model, version), 0)

@@ -1,7 +1,7 @@
 """Inference worker throughput against raw in-process onnxruntime, same models.
 
     PYTHONPATH=. python scripts/bench/worker.py [--seconds 0.3 --rounds 5] [--models var/models]
-        [--mode inproc|rpc|both] [--provider cpu|cuda]
+        [--mode inproc|rpc|client|both|all] [--provider cpu|cuda]
 
 For each model (mlp-tiny 64-256-10, mlp-mid 512-2048-2048-512, conv-small
 1x3x64x64 conv net), one run measures:
@@ -16,7 +16,11 @@ For each model (mlp-tiny 64-256-10, mlp-mid 512-2048-2048-512, conv-small
   - mode "rpc": the workers are `python -m mesh.node --topic inference`
     processes (scripts/bench/worker_mesh.py) and the callers are asyncio tasks
     in this process sending `infer` over RPC on one real Swarm connection per
-    worker (UDX over 127.0.0.1, Noise, secret-stream, msgpack tensors).
+    worker (UDX over 127.0.0.1, Noise, secret-stream, msgpack tensors), one
+    request per call (`peer.request`);
+  - mode "client": the same workers and connections, the callers going through
+    `workers.inference_client.InferenceClient`, which joins concurrent calls for
+    a model the worker batches into one request (its rows sliced back per caller).
 
 --provider cuda runs the raw baseline and the workers on onnxruntime-gpu's
 CUDA provider (the workers are configured with providers =
@@ -133,17 +137,30 @@ def rpc_calls(mesh) -> dict:
     return {variant: call_on(peer) for variant, peer in mesh.peers.items()}
 
 
+def client_calls(clients: dict) -> dict:
+    """{variant: call(method, value)} through InferenceClients on the same peers."""
+    def call_on(client):
+        return lambda method, value: client.request(method, value, timeout=60)
+    return {variant: call_on(client) for variant, client in clients.items()}
+
+
 async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, executor_threads: int,
                 modes: list[str], max_batch_size: int = 32, provider: str = PROVIDERS["cpu"],
-                rows: int = 1) -> list[dict]:
+                rows: int = 1, join_max_rows: int = -1) -> list[dict]:
     """Cells are measured in interleaved rounds (raw, unbatched, batched, ...) and the
     median of the rounds is kept, so a burst of load from other processes on the
     shared machine hits all variants alike instead of one cell."""
     settings = worker_settings(threads, executor_threads, max_batch_size, provider)
     mesh = None
-    if "rpc" in modes:
+    clients: dict = {}
+    if "rpc" in modes or "client" in modes:
         from worker_mesh import MeshWorkers  # scripts/bench/worker_mesh.py (mesh processes)
         mesh = await MeshWorkers(model_dir, list(MODELS), settings).__aenter__()
+    if "client" in modes:
+        from workers.inference_client import InferenceClient
+        clients = {variant: InferenceClient(peer, timeout=60, max_rows=join_max_rows) for variant, peer in mesh.peers.items()}
+        for client in clients.values():
+            await client.refresh()
     results = []
     try:
         for model, shape in MODELS.items():
@@ -152,8 +169,10 @@ async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, exec
             if "inproc" in modes:
                 workers = await inproc_workers(model_dir, model, settings)
                 calls.update({f"inproc/{k}": w.call for k, w in workers.items()})
-            if mesh is not None:
+            if "rpc" in modes:
                 calls.update({f"rpc/{k}": c for k, c in rpc_calls(mesh).items()})
+            if clients:
+                calls.update({f"client/{k}": c for k, c in client_calls(clients).items()})
             samples: dict[str, list[float]] = {}
             for r in range(rounds):
                 samples.setdefault("raw_1", []).append(raw.rows_per_s(1, seconds))
@@ -170,6 +189,8 @@ async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, exec
             for mode in modes:
                 print_row(row, mode)
     finally:
+        for client in clients.values():
+            await client.close()
         if mesh is not None:
             await mesh.__aexit__(None, None, None)
     return results
@@ -217,12 +238,18 @@ def main(argv=None) -> int:
                          "its own rows gets)")
     ap.add_argument("--provider", choices=tuple(PROVIDERS), default="cpu",
                     help="onnxruntime execution provider of the raw baseline and the workers")
-    ap.add_argument("--mode", choices=("inproc", "rpc", "both"), default="inproc",
-                    help="call the worker in-process, over RPC to mesh.node worker processes, or both")
+    ap.add_argument("--mode", default="inproc",
+                    help="comma-separated: inproc (the worker called in-process), rpc (mesh.node worker "
+                         "processes, one request per call), client (the same through InferenceClient, "
+                         "concurrent calls joined); both = inproc,rpc; all = the three")
+    ap.add_argument("--join-max-rows", type=int, default=-1,
+                    help="client mode: InferenceClient's max_rows (-1: half the worker's batch size)")
     args = ap.parse_args(argv)
     if args.rows < 1:
         ap.error("--rows must be 1 or more")
-    modes = ["inproc", "rpc"] if args.mode == "both" else [args.mode]
+    modes = {"both": ["inproc", "rpc"], "all": ["inproc", "rpc", "client"]}.get(args.mode, args.mode.split(","))
+    if not modes or set(modes) - {"inproc", "rpc", "client"}:
+        ap.error(f"--mode: inproc, rpc, client (comma-separated), both or all; got {args.mode!r}")
     if args.models:
         model_dir = Path(args.models)
     else:
@@ -240,7 +267,7 @@ def main(argv=None) -> int:
     for name in [m for m in args.only.split(",") if m] and set(MODELS) - set(args.only.split(",")):
         del MODELS[name]
     results = eventloop.run(bench(model_dir, args.seconds, args.rounds, args.threads, args.executor_threads, modes,
-                                args.max_batch_size, provider, args.rows))
+                                args.max_batch_size, provider, args.rows, args.join_max_rows))
     print("\n" + markdown(results, modes))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -1,4 +1,4 @@
-"""Coalescing (gateway/coalesce.py): concurrent infer calls to one worker joined into one request,
+"""Joined requests (workers/coalesce.py, as the gateway uses it): concurrent infer calls to one worker joined into one request,
 each caller getting what it would have got alone; over fake handles, then through the Dispatcher
 and the HTTP gateway over real workers."""
 
@@ -9,12 +9,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from gateway.balancer import _batch_rows
-from gateway.coalesce import Coalescer, layout_of
 from gateway.config import GatewayConfig
 from gateway.directory import LocalWorker, LocalWorkerDirectory
-from gateway.dispatch import Dispatcher
+from gateway.dispatch import Dispatcher, _shared_error
 from gateway.errors import InvalidTensor, WorkerBusy
+from workers.coalesce import Coalescer, batch_limits, layout_of
 
 from .conftest import auth
 from .test_routes import expected
@@ -69,7 +68,7 @@ def inputs(n: int, rows: int = 1, cols: int = 4) -> list[np.ndarray]:
 
 
 def coalescer(limit: int = 32, max_rows: int = 64) -> Coalescer:
-    return Coalescer(max_rows, lambda worker_id, model, version: limit)
+    return Coalescer(max_rows, lambda worker_id, model, version: limit, _shared_error)
 
 
 async def test_concurrent_calls_join_and_each_gets_its_own_rows():
@@ -201,7 +200,7 @@ async def test_a_bug_in_the_send_reaches_the_callers_instead_of_leaving_them_wai
 
     def broken(*args, **kwargs):
         raise RuntimeError("bug")
-    monkeypatch.setattr("gateway.coalesce._split", broken)
+    monkeypatch.setattr("workers.coalesce._split", broken)
     results = await asyncio.gather(*(c.call(w, infer_value(x), 5.0) for x in inputs(4)), return_exceptions=True)
     assert not isinstance(results[0], BaseException)
     assert all(isinstance(r, RuntimeError) for r in results[1:])
@@ -227,10 +226,11 @@ def test_batch_rows_from_capacity_reports():
               {"model": "c", "version": "1", "batching": True, "max_batch_size": 1},
               {"model": "d", "version": "1", "batching": "yes", "max_batch_size": 4},
               "junk", {"model": 5}]
-    assert _batch_rows(models) == {("a", "1"): 32, ("a", "2"): 8, ("a", None): 8, ("b", "1"): 16}
-    assert _batch_rows(None) == {} and _batch_rows("x") == {}
+    assert batch_limits({"models": models}) == {("a", "1"): 32, ("a", "2"): 8, ("a", None): 8, ("b", "1"): 16}
+    assert batch_limits({"models": None}) == {} and batch_limits({"models": "x"}) == {} and batch_limits(None) == {}
     # the worker takes at most 10 rows per request: no joined request may be larger
-    assert _batch_rows(models[:2], max_request_rows=10) == {("a", "1"): 10, ("a", "2"): 8, ("a", None): 8}
+    assert batch_limits({"models": models[:2], "max_request_rows": 10}) == {
+        ("a", "1"): 10, ("a", "2"): 8, ("a", None): 8}
 
 
 async def test_dispatcher_joins_only_after_the_worker_reported_batching():

@@ -1,29 +1,30 @@
-"""Coalescing: concurrent `infer` calls bound for one worker travel as one request.
+"""Joined requests: concurrent `infer` calls bound for one worker travel as one request.
 
-Under load, requests for the same model that the gateway sends to the same worker
-in the same event-loop iteration (HTTP requests read together) are joined into one
-`infer` request whose inputs are theirs concatenated along axis 0; the worker's
-outputs are sliced back, in order, to each caller. The worker's dynamic batcher
-runs rows that arrive together in one run anyway; one message instead of many
-saves the per-message work on both sides of the RPC hop (msgpack, secret-stream
-framing, dispatch, validation, stats).
+The client side of the inference worker's `infer` method, shared by the gateway's
+dispatcher and `workers.inference_client.InferenceClient`. Calls for the same model
+sent to the same worker in the same event-loop iteration are joined into one `infer`
+request whose inputs are theirs concatenated along axis 0; the worker's outputs are
+sliced back, in order, to each caller. The worker's dynamic batcher runs rows that
+arrive together in one run anyway; one message instead of many saves the
+per-message work on both sides of the RPC hop (msgpack, secret-stream framing,
+dispatch, validation, stats).
 
 Invariants:
 - Only models the worker itself batches: its `capacity` reply lists the model with
-  `batching: true` (the worker's word that rows are independent; see
-  `Balancer.update_capacity`), and a call joins a group only while the group stays
-  within the worker's `max_batch_size` and the gateway's `coalesce_max_rows`.
+  `batching: true` (the worker's word that rows are independent; `batch_limits`),
+  and a call joins a group only while the group stays within the worker's
+  `max_batch_size` and `max_request_rows` and the caller's `max_rows`.
 - Only plain calls: a map of exactly model, version and inputs, every input an
   ndarray with the same leading dimension; the group's inputs agree in names,
   dtypes and trailing shapes.
-- A lone call is never held back: with no coalescible call to that worker in
-  flight it is sent at once, so one client sees no added latency.
-- Each caller ends with what it would have got alone. Errors that say the worker
-  did not run the request (BUSY, unavailable), that the model is missing, or that
-  time is up go to every caller (their own retry moves them elsewhere, as for a
-  single call); any other error of the joined request (one caller's bad tensor, a
-  failed run) or outputs that do not split by rows make each call go again alone,
-  so one bad request fails alone.
+- A lone call is never held back: with no joinable call to that worker in flight
+  it is sent at once, so one client sees no added latency.
+- Each caller ends with what it would have got alone. Errors that `shared` says
+  every caller would have got as well (the worker did not run the request: BUSY,
+  unavailable; the model is missing; time is up) go to every caller (their own
+  retry moves them elsewhere, as for a single call); any other error of the joined
+  request (one caller's bad tensor, a failed run) or outputs that do not split by
+  rows make each call go again alone, so one bad request fails alone.
 """
 
 from __future__ import annotations
@@ -31,20 +32,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from mesh.eventloop import at_iteration_end
 
-from .directory import WorkerHandle
-from .errors import RETRYABLE, DeadlineExceeded, ModelNotFound, ModelNotReady, UnknownMethod
-
-# Errors of a joined request that every caller would have got alone as well.
-_SHARED_ERRORS = (*RETRYABLE, DeadlineExceeded, ModelNotFound, ModelNotReady, UnknownMethod)
 _PLAIN_KEYS = frozenset(("model", "version", "inputs"))
 
-log = logging.getLogger("gateway.coalesce")
+log = logging.getLogger("workers.coalesce")
+
+
+class Target(Protocol):
+    """A worker to call: the gateway's WorkerHandle, or InferenceClient's view of its peer."""
+
+    id: str
+
+    async def call(self, method: str, value: Any, timeout: float) -> Any: ...
 
 Layout = tuple[str, Any, tuple]   # (model, version, ((input name, dtype, trailing shape), ...))
 
@@ -78,7 +82,7 @@ class _Call:
 
 @dataclass(eq=False)
 class _Group:
-    worker: WorkerHandle
+    worker: Target
     layout: Layout
     limit: int
     deadline: float = 0.0
@@ -88,11 +92,15 @@ class _Group:
 
 class Coalescer:
     """Joins concurrent infer calls per worker. `limit_of(worker_id, model, version)` is the
-    most rows that worker batches for that model (0: it does not batch it)."""
+    most rows that worker batches for that model (0: it does not batch it); `shared(error)`
+    says whether an error of a joined request is one each of its calls would have got alone.
+    `max_rows` caps the rows of a joined request (0 or 1: no joining)."""
 
-    def __init__(self, max_rows: int, limit_of: Callable[[str, str, Any], int]):
+    def __init__(self, max_rows: int, limit_of: Callable[[str, str, Any], int],
+                 shared: Callable[[BaseException], bool]):
         self.max_rows = max_rows
         self._limit_of = limit_of
+        self._shared = shared
         self._open: dict[tuple[str, Layout], _Group] = {}
         self._inflight: dict[str, int] = {}    # worker id -> coalescible calls waiting on it
         self._tasks: set[asyncio.Task] = set()
@@ -101,13 +109,13 @@ class Coalescer:
         self.resent = 0            # requests sent again alone after their joined request failed
 
     async def close(self) -> None:
-        """Cancel joined requests still in flight (the gateway stops); their callers see a cancel."""
+        """Cancel joined requests still in flight (the caller stops); their callers see a cancel."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def call(self, worker: WorkerHandle, value: Any, timeout: float) -> Any:
+    async def call(self, worker: Target, value: Any, timeout: float) -> Any:
         """What `worker.call("infer", value, timeout)` returns, possibly as part of a joined request."""
         found = layout_of(value) if self.max_rows > 1 else None
         if found is None:
@@ -127,7 +135,7 @@ class Coalescer:
             else:
                 del self._inflight[worker.id]
 
-    async def _join(self, worker: WorkerHandle, layout: Layout, limit: int, value: dict, rows: int,
+    async def _join(self, worker: Target, layout: Layout, limit: int, value: dict, rows: int,
                     timeout: float) -> Any:
         loop = asyncio.get_running_loop()
         key = (worker.id, layout)
@@ -158,7 +166,7 @@ class Coalescer:
                 await self._alone(group, calls[0])
             elif calls:
                 await self._joined(group, calls)
-        except asyncio.CancelledError:   # the gateway stops: nobody is left to answer them
+        except asyncio.CancelledError:   # close(): nobody is left to answer them
             for c in calls:
                 if not c.future.done():
                     c.future.cancel()
@@ -175,12 +183,12 @@ class Coalescer:
         remaining = group.deadline - asyncio.get_running_loop().time()
         try:
             reply = await group.worker.call("infer", value, remaining)
-        except _SHARED_ERRORS as e:
-            for c in calls:
-                _settle(c.future, error=e)
-            return
-        except Exception:  # noqa: BLE001 - someone's input or the run: each call again, alone
-            reply = None
+        except Exception as e:  # noqa: BLE001 - sorted below
+            if self._shared(e):
+                for c in calls:
+                    _settle(c.future, error=e)
+                return
+            reply = None   # someone's input or the run: each call again, alone
         replies = _split(reply, [c.rows for c in calls]) if reply is not None else None
         if replies is None:
             self.resent += len(calls)
@@ -222,3 +230,33 @@ def _settle(future: asyncio.Future, result: Any = None, error: BaseException | N
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def batch_limits(capacity: Any) -> dict:
+    """{(model, version): most rows per joined request} from an inference worker's
+    `capacity` reply, for the models it batches, each limit within the most rows the
+    worker takes in one request; (model, None) holds the smallest limit of a model
+    all of whose loaded versions batch (a call that names no version may reach any)."""
+    if not isinstance(capacity, dict):
+        return {}
+    models, max_request_rows = capacity.get("models"), capacity.get("max_request_rows")
+    if not isinstance(models, list):
+        return {}
+    cap = max_request_rows if type(max_request_rows) is int and max_request_rows > 0 else None
+    limits: dict = {}
+    batched_only: dict[str, bool] = {}
+    for m in models:
+        if not isinstance(m, dict) or not isinstance(m.get("model"), str):
+            continue
+        model, version, rows = m["model"], m.get("version"), m.get("max_batch_size")
+        if cap is not None and type(rows) is int:
+            rows = min(rows, cap)
+        batches = m.get("batching") is True and type(rows) is int and rows > 1 and isinstance(version, str)
+        batched_only[model] = batched_only.get(model, True) and batches
+        if batches:
+            limits[(model, version)] = rows
+            limits[(model, None)] = min(rows, limits.get((model, None), rows))
+    for model, ok in batched_only.items():
+        if not ok:
+            limits.pop((model, None), None)
+    return limits
