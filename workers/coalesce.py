@@ -94,13 +94,17 @@ class Coalescer:
     """Joins concurrent infer calls per worker. `limit_of(worker_id, model, version)` is the
     most rows that worker batches for that model (0: it does not batch it); `shared(error)`
     says whether an error of a joined request is one each of its calls would have got alone.
-    `max_rows` caps the rows of a joined request (0 or 1: no joining)."""
+    `max_rows` caps the rows of a joined request (0 or 1: no joining). `expired(timeout)`, if
+    given, is the error a joined call still waiting at its own deadline gets (a call sent
+    alone gets the target's own); without it the caller enforces its deadline itself."""
 
     def __init__(self, max_rows: int, limit_of: Callable[[str, str, Any], int],
-                 shared: Callable[[BaseException], bool]):
+                 shared: Callable[[BaseException], bool],
+                 expired: Callable[[float], BaseException] | None = None):
         self.max_rows = max_rows
         self._limit_of = limit_of
         self._shared = shared
+        self._expired = expired
         self._open: dict[tuple[str, Layout], _Group] = {}
         self._inflight: dict[str, int] = {}    # worker id -> coalescible calls waiting on it
         self._tasks: set[asyncio.Task] = set()
@@ -149,8 +153,15 @@ class Coalescer:
         call = _Call(value, rows, loop.create_future())
         group.calls.append(call)
         group.rows += rows
-        group.deadline = max(group.deadline, loop.time() + timeout)
-        return await call.future
+        deadline = loop.time() + timeout
+        group.deadline = max(group.deadline, deadline)
+        if self._expired is None:
+            return await call.future
+        timer = loop.call_at(deadline, _expire, call.future, self._expired, timeout)
+        try:
+            return await call.future
+        finally:
+            timer.cancel()
 
     def _close(self, key: tuple[str, Layout], group: _Group) -> None:
         if self._open.get(key) is group:
@@ -221,6 +232,11 @@ def _split(reply: Any, rows: list[int]) -> list[dict] | None:
         out.append({**reply, "outputs": {name: a[start:start + n] for name, a in outputs.items()}})
         start += n
     return out
+
+
+def _expire(future: asyncio.Future, expired: Callable[[float], BaseException], timeout: float) -> None:
+    if not future.done():
+        future.set_exception(expired(timeout))
 
 
 def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:

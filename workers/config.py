@@ -83,6 +83,7 @@ class ModelConfig:
     max_queue: int | None = None
     inline_max_us: float | None = None
     split_bursts: bool | None = None
+    follow_runs: bool | None = None
 
 
 @dataclass(frozen=True)

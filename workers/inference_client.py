@@ -31,11 +31,12 @@ instead of one full batch going back and forth in lock-step.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Mapping
 
 import numpy as np
 
-from mesh.errors import ClosedError, TimeoutError_
+from mesh.errors import ClosedError, MeshError, TimeoutError_
 from mesh.rpc import RpcPeer, RpcRemoteError, RpcTimeoutError
 
 from .coalesce import Coalescer, batch_limits
@@ -51,6 +52,10 @@ def _shared(error: BaseException) -> bool:
     return isinstance(error, (TimeoutError_, ClosedError))
 
 
+def _timed_out(timeout: float) -> RpcTimeoutError:
+    return RpcTimeoutError(f"no response to infer within {timeout}s")
+
+
 class InferenceClient:
     """Calls one inference worker over `peer`, joining concurrent infer calls."""
 
@@ -64,9 +69,10 @@ class InferenceClient:
         self.capacity_ttl_s = capacity_ttl_s
         self._max_rows = max_rows
         self._limits: dict = {}
-        self._limits_at: float | None = None
+        self._stale_at = 0.0   # time.monotonic() after which calls ask for a new capacity reply
         self._refreshing: asyncio.Task | None = None
-        self._coalescer = Coalescer(64 if max_rows == HALF_BATCH else max_rows, self._limit_of, _shared)
+        self._coalescer = Coalescer(64 if max_rows == HALF_BATCH else max_rows, self._limit_of, _shared,
+                                    _timed_out)
 
     @property
     def joined_calls(self) -> int:
@@ -90,42 +96,27 @@ class InferenceClient:
         """The worker's `capacity` reply, now; it also renews which models join."""
         reply = await self.peer.request("capacity", None, timeout=self.timeout)
         self._limits = batch_limits(reply)
-        self._limits_at = asyncio.get_running_loop().time()
+        self._stale_at = time.monotonic() + self.capacity_ttl_s
         return reply
 
-    def _refresh_soon(self) -> None:
-        if self._refreshing is not None:
-            return
-        at = self._limits_at
-        if at is not None and asyncio.get_running_loop().time() - at < self.capacity_ttl_s:
-            return
-
-        async def refresh() -> None:
-            try:
-                await self.refresh()
-            except (RpcRemoteError, TimeoutError_, ClosedError):
-                # a worker without `capacity` or a connection going away: calls stay
-                # unjoined, and the next call after the ttl asks again
-                self._limits_at = asyncio.get_running_loop().time()
-            finally:
-                self._refreshing = None
-
-        self._refreshing = asyncio.get_running_loop().create_task(refresh())
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh()
+        except MeshError:
+            # a worker without `capacity` or a connection going away: calls stay
+            # unjoined, and the first call after the ttl asks again
+            self._stale_at = time.monotonic() + self.capacity_ttl_s
+        finally:
+            self._refreshing = None
 
     async def request(self, method: str, value: Any = None, *, timeout: float | None = None) -> Any:
         """`peer.request(method, value)`, with `infer` calls joined where the worker batches."""
         timeout = self.timeout if timeout is None else timeout
         if method != "infer":
             return await self.peer.request(method, value, timeout=timeout)
-        self._refresh_soon()
-        scope = asyncio.timeout(timeout)
-        try:
-            async with scope:
-                return await self._coalescer.call(self, value, timeout)
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            raise RpcTimeoutError(f"no response to infer within {timeout}s") from None
+        if self._refreshing is None and time.monotonic() >= self._stale_at:
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh_quietly())
+        return await self._coalescer.call(self, value, timeout)
 
     async def infer(self, model: str, inputs: Mapping[str, np.ndarray], *, version: str | None = None,
                     timeout: float | None = None) -> dict[str, np.ndarray]:

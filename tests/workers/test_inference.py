@@ -464,6 +464,52 @@ async def test_second_half_of_a_split_burst_starts_without_the_event_loop(model_
     await worker.stop()
 
 
+
+@pytest.mark.parametrize("follow", [True, False], ids=["follow_runs", "beside"])
+async def test_rows_arriving_mid_run_follow_it_in_its_thread_or_start_beside_it(model_dir, follow):
+    """While a run is in flight, rows that do not fill a batch run right after it in
+    the same executor thread (follow_runs); with follow_runs off they start beside it
+    on the other thread after max_delay_ms."""
+    gate, threads = threading.Event(), []
+
+    def hold_first(feeds):
+        threads.append((threading.get_ident(), len(feeds["x"])))
+        if len(threads) == 1:
+            assert gate.wait(10)
+
+    worker = InferenceWorker(config(model_dir, serve=("mlp-tiny",), inline_max_us=0.0, follow_runs=follow,
+                                    max_delay_ms=1.0))
+    await worker.start()
+    dispatcher = worker.loaded("mlp-tiny").dispatcher
+    dispatcher.session = HookedSession(dispatcher.session, hold_first)
+    xs = [np.random.default_rng(i).standard_normal((1, 64)).astype(np.float32) for i in range(3)]
+
+    def infer(x):
+        return asyncio.ensure_future(worker.call("infer", {"model": "mlp-tiny", "inputs": {"x": x}}))
+
+    first = infer(xs[0])
+    await dispatched(dispatcher)
+    later = asyncio.gather(infer(xs[1]), infer(xs[2]))
+    try:
+        async with asyncio.timeout(10):
+            if follow:   # handed to the held run's thread; nothing starts beside it
+                while dispatcher.load()["queued"] != 2 or dispatcher._handoff == []:
+                    await asyncio.sleep(0)
+                assert dispatcher.load()["running"] == 1 and not later.done()
+            else:        # they run and are answered while the first run is still held
+                await later
+                assert not first.done()
+    finally:
+        gate.set()
+    replies = await asyncio.wait_for(asyncio.gather(first, later), 10)
+    assert [r["batch_size"] for r in [replies[0], *replies[1]]] == [1, 2, 2]
+    assert [rows for _, rows in threads] == [1, 2]
+    assert (threads[0][0] == threads[1][0]) is follow   # the same thread: the run's lane
+    for x, r in zip(xs, [replies[0], *replies[1]]):
+        np.testing.assert_allclose(r["outputs"]["y"], reference(model_dir / "mlp-tiny-1.onnx", {"x": x})["y"],
+                                   rtol=1e-5, atol=1e-6)
+    await worker.stop()
+
 async def test_rows_handed_to_a_failing_split_run_are_still_served(model_dir):
     """A split run that fails hands its waiting half back: that half runs next, and
     the failed half is re-run one request at a time (one bad request fails alone)."""

@@ -17,24 +17,31 @@ When to wait for more rows: requests arriving in the same event-loop turn
 packets) gather first: until the end of that loop iteration
 (`mesh.eventloop.at_iteration_end`; one turn later on other loops). A lone caller (idle model whose recent runs served one request each)
 skips it, except on inline models: there an in-process caller whose run
-completes inline would never yield, and concurrent callers would go unnoticed. Only while another run of this
-model is in flight (there is load) and the waiting rows do not fill a batch,
-dispatch waits further: at most `max_delay_ms` after the oldest request
-arrived, capped at half the model's recent run time so the wait never
-dominates. A run takes full batches (see `_take`), except that a burst that
-finds the model idle is split (`split_bursts`): callers in a closed loop
-(each waits for its answer before sending again) otherwise arrive together,
-wait together, and leave the executor idle while the transport carries a
-whole batch's replies and the next requests. Run as two halves back to back,
-half the callers are on the wire while the other half computes; the second
-half, and rows that arrive meanwhile, wait for the run in flight instead of
-starting beside it, unless they fill a batch: they are handed to that run's
-thread (its lane), which starts them the moment the run ends, so the executor
-does not sit idle until a busy event loop notices the end (measured on the
-mid MLP over RPC: the median idle time between runs fell from 1.3 ms to under
-0.1 ms, and the executor went from 77% to 90-94% busy). Models for which
-batching does not pay are served with `batching = false` per model; the same
-queue and capacity rules apply with one request per run.
+completes inline would never yield, and concurrent callers would go unnoticed.
+
+While a run of the model is in flight, rows that arrive and do not fill a batch
+follow it (`follow_runs`): they are handed to that run's thread (its lane), which
+starts them the moment the run ends, so the executor neither sits idle until a
+busy event loop notices the end (measured on the mid MLP over RPC: the median
+idle time between runs fell from 1.3 ms to under 0.1 ms) nor runs partial batches
+side by side. Only a full batch starts beside a run in flight. On a CPU worker
+the executor threads share the cores with the event loop, and two runs side by
+side slow each other and the loop down: with 32 callers joining their calls
+(workers/inference_client.py), 16-row runs of the mid MLP took 4.5-5.5 ms side by
+side and 3.5-3.9 ms one after the other in a lane, and the worker served
+3,000-3,600 rows/s against 4,000-4,500 (2-core machine). With `follow_runs` off, a
+partial batch waits at most `max_delay_ms` after its oldest request arrived
+(capped at half the model's recent run time so the wait never dominates) and then
+starts beside the run in flight: lower latency on a machine with idle cores, for
+models where a larger batch gains little.
+
+A burst that finds the model idle is split (`split_bursts`): callers in a closed
+loop (each waits for its answer before sending again) otherwise arrive together,
+wait together, and leave the executor idle while the transport carries a whole
+batch's replies and the next requests. Run as two halves back to back in one
+lane, half the callers are on the wire while the other half computes. Models for
+which batching does not pay are served with `batching = false` per model; the
+same queue and capacity rules apply with one request per run.
 
 If a batched run fails, its requests are re-run one by one, so one bad request
 fails alone. Models whose runs take only microseconds run on the event-loop
@@ -67,13 +74,16 @@ class ServingConfig:
 
     batching: combine concurrent requests into one run (needs a dynamic batch dim).
     max_batch_size: most rows in one run (a larger single request runs alone).
-    max_delay_ms: longest a request waits for others to join its batch (only
-    under load; see the module doc). max_concurrent: runs in flight at once.
+    max_delay_ms: with follow_runs off, longest a partial batch waits for more
+    rows before starting beside a run in flight (see the module doc). max_concurrent: runs in flight at once.
     max_queue: requests allowed to wait beyond those running; past it, BUSY.
     split_bursts: a burst of more than half a batch that finds the model idle
     runs as two half batches back to back, so that the first half's replies
     travel (and its callers send their next requests) while the second half
     computes; see the module doc.
+    follow_runs: rows that arrive while a run is in flight and do not fill a
+    batch run right after it in its thread, instead of beside it after
+    `max_delay_ms` (which applies only with this off); see the module doc.
     inline_max_us: run on the event-loop thread, skipping the executor hop
     (~100-200 us on a busy 2-core machine), while the model's recent run time
     is at most this; 0 disables. Only tiny models qualify, so the loop is never
@@ -87,6 +97,7 @@ class ServingConfig:
     max_queue: int = 128
     inline_max_us: float = 200.0
     split_bursts: bool = True
+    follow_runs: bool = True
 
     def __post_init__(self):
         if (self.max_batch_size < 1 or self.max_concurrent < 1 or self.max_queue < 0 or self.max_delay_ms < 0
@@ -172,7 +183,7 @@ class Dispatcher:
         self._timer_fired = False
         self._ewma_run_s: float | None = None
         self._ewma_requests = 1.0
-        self._splitting = False  # pipelined half batches are running back to back
+        self._following = False  # this busy period's partial batches follow the run in flight (its lane)
         self._lane_lock = threading.Lock()  # the hand-off between the loop and a lane's thread
         self._lane_open = False  # a split run's thread will take the hand-off when its run ends
         self._handoff: list[_Item] = []
@@ -235,9 +246,9 @@ class Dispatcher:
         """True when dispatch is put off to let more requests join (a wake-up is set).
 
         Requests that arrive in the same loop turn (callers woken by one batch)
-        gather first, except for a lone caller (see `_lone`). A further wait
-        (the timer) only happens while another run is in flight; while split
-        runs are in flight, a partial batch waits for them to end instead."""
+        gather first, except for a lone caller (see `_lone`). While another run
+        is in flight, a partial batch follows it (`_following`) or, with
+        follow_runs off, waits for the timer (`max_delay_ms`)."""
         if not self._soon_passed and not self._lone():
             if not self._soon:
                 self._soon = True
@@ -245,7 +256,7 @@ class Dispatcher:
             return True
         if self._running == 0 or self._pending_rows >= self.config.max_batch_size:
             return False
-        if self._splitting:
+        if self._following:
             self._hand_off()  # the run in flight takes these when it ends (or its _ran pumps)
             return True
         if self._timer_fired:
@@ -288,11 +299,13 @@ class Dispatcher:
         raw batch-32 throughput for the mid MLP and one full batch 0.75x; rows
         beyond a full batch still go to the next free slot."""
         limit = self.config.max_batch_size
+        if self.batching and self.config.follow_runs and not self._inline():
+            self._following = True
         if self._running == 0:
             if (self.batching and self.config.split_bursts and limit > 1 and self._pending_rows > limit // 2
                     and len(self._pending) > 1 and not self._inline() and self._callers_away()):
                 limit = min(limit, (self._pending_rows + 1) // 2)
-                self._splitting = True
+                self._following = True   # the second half follows the first
         batch: list[_Item] = []
         rows = 0
         while self._pending:
@@ -317,7 +330,7 @@ class Dispatcher:
         the run ends, without waiting for the loop to notice the end."""
         self._running += 1
         with self._lane_lock:
-            self._lane_open = self._splitting
+            self._lane_open = self._following
         try:
             self._executor.submit(self._lane, batch)
         except RuntimeError:  # the worker's executor is shut down: it is stopping
@@ -335,7 +348,7 @@ class Dispatcher:
 
     def _update_idle(self) -> None:
         if not self._pending and self._running == 0:
-            self._splitting = False
+            self._following = False
             if not self._idle.is_set():
                 self._idle_since = self._loop.time()
             self._idle.set()

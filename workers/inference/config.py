@@ -64,6 +64,7 @@ class InferenceConfig(WorkerConfig):
     max_queue: int = 128
     inline_max_us: float = 200.0
     split_bursts: bool = True
+    follow_runs: bool = True
     max_request_rows: int = 1024
     pool_topic: str = ""
     preload: bool = True
@@ -94,7 +95,8 @@ class InferenceConfig(WorkerConfig):
     def serving(self, model_id: str, version: str | None = None) -> ServingConfig:
         """The worker defaults with the model's own settings on top."""
         base = ServingConfig(self.batching, self.max_batch_size, self.max_delay_ms,
-                             self.max_concurrent, self.max_queue, self.inline_max_us, self.split_bursts)
+                             self.max_concurrent, self.max_queue, self.inline_max_us, self.split_bursts,
+                             self.follow_runs)
         m = self.model(model_id, version)
         if m is None:
             return base
