@@ -5,6 +5,7 @@ gives for its own rows, bad calls failing alone, errors as a direct call raises 
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 
 import numpy as np
 import onnxruntime as ort  # the independent reference for "what onnxruntime returns"
@@ -37,17 +38,25 @@ async def start_worker(model_dir, **kw) -> tuple[InferenceWorker, RpcServer]:
     return worker, server
 
 
-@pytest.fixture
-async def served(model_dir):
+@asynccontextmanager
+async def serving(model_dir, **kw):
     """(client, worker) over the RPC layer's in-memory connection pair."""
-    worker, server = await start_worker(model_dir)
+    worker, server = await start_worker(model_dir, **kw)
     client_conn, server_conn = pipe()
     server.attach(server_conn)
     client = InferenceClient(RpcPeer(client_conn), timeout=10)
-    yield client, worker
-    await client.close()
-    client_conn.destroy()
-    await worker.stop()
+    try:
+        yield client, worker
+    finally:
+        await client.close()
+        client_conn.destroy()
+        await worker.stop()
+
+
+@pytest.fixture
+async def served(model_dir):
+    async with serving(model_dir) as pair:
+        yield pair
 
 
 async def test_concurrent_calls_travel_joined_and_each_gets_its_own_rows(served, model_dir):
@@ -65,27 +74,15 @@ async def test_concurrent_calls_travel_joined_and_each_gets_its_own_rows(served,
 
 
 async def test_joined_requests_stay_within_half_the_workers_batch(model_dir):
-    worker, server = await start_worker(model_dir, max_batch_size=8)
-    client_conn, server_conn = pipe()
-    server.attach(server_conn)
-    client = InferenceClient(RpcPeer(client_conn), timeout=10)
-    try:
+    async with serving(model_dir, max_batch_size=8) as (client, _):
         await client.refresh()
         await asyncio.wait_for(asyncio.gather(*(client.infer("mlp-tiny", {"x": x}) for x in rows(9))), 10)
         # one alone, then 8 more in joined requests of at most 4 rows
         assert client.joined_calls == 2 and client.joined_requests == 8
-    finally:
-        await client.close()
-        client_conn.destroy()
-        await worker.stop()
 
 
 async def test_calls_go_one_by_one_until_the_worker_said_it_batches(model_dir):
-    worker, server = await start_worker(model_dir, batching=False)
-    client_conn, server_conn = pipe()
-    server.attach(server_conn)
-    client = InferenceClient(RpcPeer(client_conn), timeout=10)
-    try:
+    async with serving(model_dir, batching=False) as (client, _):
         xs = rows(6)
         outs = await asyncio.wait_for(asyncio.gather(*(client.infer("mlp-tiny", {"x": x}) for x in xs)), 10)
         await client.refresh()
@@ -93,10 +90,6 @@ async def test_calls_go_one_by_one_until_the_worker_said_it_batches(model_dir):
         assert client.joined_calls == 0   # a worker that does not batch the model never gets joined rows
         for x, out in zip(xs + xs, outs):
             np.testing.assert_allclose(out["y"], reference(model_dir / "mlp-tiny-1.onnx", x), rtol=1e-5, atol=1e-6)
-    finally:
-        await client.close()
-        client_conn.destroy()
-        await worker.stop()
 
 
 async def test_bad_calls_fail_alone_with_the_workers_error_and_good_ones_are_answered(served, model_dir):
