@@ -13,7 +13,7 @@ import pytest
 
 from mesh import crypto
 from mesh.dht.testnet import testnet as dht_testnet
-from mesh.rpc import RpcPeer, RpcRemoteError, RpcServer, RpcTimeoutError
+from mesh.rpc import ChannelClosedError, RpcPeer, RpcRemoteError, RpcServer, RpcTimeoutError
 from mesh.rpc.pipe import pipe
 from workers.base import Mesh
 from workers.inference import InferenceConfig, InferenceWorker
@@ -194,3 +194,29 @@ async def test_over_udx_on_loopback(model_dir):
             conn.destroy()
             await listener.close()
     await worker.stop()
+
+
+async def test_callers_of_a_joined_request_hear_of_a_lost_connection():
+    """The connection drops while a joined request waits for its reply: every caller
+    gets the RPC layer's closed-channel error at once, none is left waiting."""
+    server, entered, never = RpcServer(), asyncio.Event(), asyncio.Event()
+
+    async def capacity(_):
+        return {"models": [{"model": "m", "version": "1", "batching": True, "max_batch_size": 32}]}
+
+    async def infer(_):
+        entered.set()
+        await never.wait()
+
+    server.respond("capacity", capacity).respond("infer", infer)
+    client_conn, server_conn = pipe()
+    server.attach(server_conn)
+    client = InferenceClient(RpcPeer(client_conn), timeout=30)
+    await client.refresh()
+    calls = asyncio.gather(*(client.infer("m", {"x": x}) for x in rows(6)), return_exceptions=True)
+    await asyncio.wait_for(entered.wait(), 5)
+    client_conn.destroy()
+    results = await asyncio.wait_for(calls, 5)
+    assert all(isinstance(r, ChannelClosedError) for r in results), results
+    assert client._coalescer.resent == 0
+    await client.close()
