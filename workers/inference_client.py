@@ -63,6 +63,8 @@ class InferenceClient:
                  capacity_ttl_s: float = 5.0):
         if timeout <= 0 or capacity_ttl_s <= 0:
             raise ValueError(f"timeout and capacity_ttl_s must be positive, got {timeout}, {capacity_ttl_s}")
+        if max_rows < 0 and max_rows != HALF_BATCH:
+            raise ValueError(f"max_rows must be 0 or more (or HALF_BATCH), got {max_rows}")
         self.peer = peer
         self.id = "peer"   # the coalescer's key: this client has one worker
         self.timeout = timeout
@@ -71,7 +73,8 @@ class InferenceClient:
         self._limits: dict = {}
         self._stale_at = 0.0   # time.monotonic() after which calls ask for a new capacity reply
         self._refreshing: asyncio.Task | None = None
-        self._coalescer = Coalescer(64 if max_rows == HALF_BATCH else max_rows, self._limit_of, _shared,
+        # with HALF_BATCH the worker's reported limits are the only bound
+        self._coalescer = Coalescer(1 << 30 if max_rows == HALF_BATCH else max_rows, self._limit_of, _shared,
                                     _timed_out)
 
     @property

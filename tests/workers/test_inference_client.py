@@ -220,3 +220,10 @@ async def test_callers_of_a_joined_request_hear_of_a_lost_connection():
     assert all(isinstance(r, ChannelClosedError) for r in results), results
     assert client._coalescer.resent == 0
     await client.close()
+
+
+def test_settings_are_checked():
+    for kw in ({"timeout": 0}, {"capacity_ttl_s": -1}, {"max_rows": -2}):
+        with pytest.raises(ValueError):
+            InferenceClient(SlowPeer(), **kw)
+    InferenceClient(SlowPeer(), max_rows=0)   # 0: no joining
