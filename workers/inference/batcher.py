@@ -256,8 +256,10 @@ class Dispatcher:
             return True
         if self._running == 0 or self._pending_rows >= self.config.max_batch_size:
             return False
-        if self._following:
-            self._hand_off()  # the run in flight takes these when it ends (or its _ran pumps)
+        if self._following and self._lane_open:
+            # the run in flight takes these when it ends (or its _ran pumps); what is
+            # in flight without a lane (a failed batch re-run one by one) is not followed
+            self._hand_off()
             return True
         if self._timer_fired:
             return False
