@@ -510,6 +510,42 @@ async def test_rows_arriving_mid_run_follow_it_in_its_thread_or_start_beside_it(
                                    rtol=1e-5, atol=1e-6)
     await worker.stop()
 
+
+async def test_rows_arriving_while_a_failed_batch_is_rerun_one_by_one_do_not_wait_for_it(model_dir):
+    """A failed batch's requests are re-run one at a time; that is no lane to follow,
+    so a request that comes meanwhile starts on the other thread instead of waiting
+    behind all of them."""
+    failed, gate = [], threading.Event()
+
+    def fail_batches_then_hold(feeds):
+        if len(feeds["x"]) > 1 and not failed:
+            failed.append(True)
+            raise InferenceFailed("injected failure")
+        if failed and len(failed) == 1 and len(feeds["x"]) == 1 and feeds["x"][0, 0] == 7.0:
+            failed.append(True)
+            assert gate.wait(10)   # the first re-run holds its thread
+
+    worker = InferenceWorker(config(model_dir, serve=("mlp-tiny",), inline_max_us=0.0))
+    await worker.start()
+    dispatcher = worker.loaded("mlp-tiny").dispatcher
+    dispatcher.session = HookedSession(dispatcher.session, fail_batches_then_hold)
+    xs = [np.full((1, 64), v, np.float32) for v in (1.0, 7.0, 3.0)]
+
+    def infer(x):
+        return asyncio.ensure_future(worker.call("infer", {"model": "mlp-tiny", "inputs": {"x": x}}))
+
+    try:
+        first = infer(xs[0])                    # alone, at once
+        batch = [infer(xs[1]), infer(xs[2])]    # one 2-row run, which fails
+        await asyncio.wait_for(until(lambda: len(failed) == 2), 10)   # its first re-run is held
+        late = await asyncio.wait_for(infer(np.full((1, 64), 5.0, np.float32)), 10)
+        assert late["batch_size"] == 1 and not batch[0].done()
+    finally:
+        gate.set()
+    replies = await asyncio.wait_for(asyncio.gather(first, *batch), 10)
+    assert [r["batch_size"] for r in replies] == [1, 1, 1]
+    await worker.stop()
+
 async def test_rows_handed_to_a_failing_split_run_are_still_served(model_dir):
     """A split run that fails hands its waiting half back: that half runs next, and
     the failed half is re-run one request at a time (one bad request fails alone)."""
@@ -602,3 +638,9 @@ def test_run_executor_is_busy_until_its_calls_finish():
         assert not executor.busy() and executor.waiting == 0
     finally:
         executor.shutdown(wait=True)
+
+
+
+async def until(predicate):
+    while not predicate():
+        await asyncio.sleep(0)
