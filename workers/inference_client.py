@@ -78,13 +78,13 @@ class InferenceClient:
                                     _timed_out)
 
     @property
-    def joined_calls(self) -> int:
-        """Joined requests sent (each carrying several calls)."""
-        return self._coalescer.joined_calls
+    def joined_requests(self) -> int:
+        """Joined requests answered (each carried several calls)."""
+        return self._coalescer.joined_calls   # the gateway's names: its requests are HTTP requests
 
     @property
-    def joined_requests(self) -> int:
-        """Calls that went out inside a joined request."""
+    def joined_calls(self) -> int:
+        """Calls answered from inside a joined request."""
         return self._coalescer.joined_requests
 
     def _limit_of(self, _worker_id: str, model: str, version: Any) -> int:

@@ -68,7 +68,7 @@ async def test_concurrent_calls_travel_joined_and_each_gets_its_own_rows(served,
         np.testing.assert_allclose(out["y"], reference(model_dir / "mlp-tiny-1.onnx", x), rtol=1e-5, atol=1e-6)
         assert out["y"].shape == (1, 10)
     # the first call went alone at once; the other 11 (half of the worker's batch of 32 at most) as one
-    assert client.joined_calls == 1 and client.joined_requests == 11
+    assert client.joined_requests == 1 and client.joined_calls == 11
     stats = (await client.request("stats"))["models"]["mlp-tiny@1"]
     assert stats["requests"]["OK"] == 2 and stats["rows"] == 12
 
@@ -78,7 +78,7 @@ async def test_joined_requests_stay_within_half_the_workers_batch(model_dir):
         await client.refresh()
         await asyncio.wait_for(asyncio.gather(*(client.infer("mlp-tiny", {"x": x}) for x in rows(9))), 10)
         # one alone, then 8 more in joined requests of at most 4 rows
-        assert client.joined_calls == 2 and client.joined_requests == 8
+        assert client.joined_requests == 2 and client.joined_calls == 8
 
 
 async def test_calls_go_one_by_one_until_the_worker_said_it_batches(model_dir):
@@ -87,7 +87,7 @@ async def test_calls_go_one_by_one_until_the_worker_said_it_batches(model_dir):
         outs = await asyncio.wait_for(asyncio.gather(*(client.infer("mlp-tiny", {"x": x}) for x in xs)), 10)
         await client.refresh()
         outs += await asyncio.wait_for(asyncio.gather(*(client.infer("mlp-tiny", {"x": x}) for x in xs)), 10)
-        assert client.joined_calls == 0   # a worker that does not batch the model never gets joined rows
+        assert client.joined_requests == 0   # a worker that does not batch the model never gets joined rows
         for x, out in zip(xs + xs, outs):
             np.testing.assert_allclose(out["y"], reference(model_dir / "mlp-tiny-1.onnx", x), rtol=1e-5, atol=1e-6)
 
@@ -157,7 +157,7 @@ async def test_a_worker_without_capacity_is_called_one_by_one(model_dir):
         outs = await asyncio.wait_for(asyncio.gather(*(client.infer("m", {"x": x}) for x in xs)), 10)
         await asyncio.wait_for(until(lambda: client._refreshing is None), 5)
         outs += await asyncio.wait_for(asyncio.gather(*(client.infer("m", {"x": x}) for x in xs)), 10)
-        assert client.joined_calls == 0 and client._limits == {}
+        assert client.joined_requests == 0 and client._limits == {}
         for x, out in zip(xs + xs, outs):
             np.testing.assert_array_equal(out["y"], x * 2)
     finally:
@@ -188,7 +188,7 @@ async def test_over_udx_on_loopback(model_dir):
             for x, out in zip(xs, outs):
                 np.testing.assert_allclose(out["y"], reference(model_dir / "mlp-tiny-1.onnx", x),
                                            rtol=1e-5, atol=1e-6)
-            assert client.joined_requests == 19
+            assert client.joined_calls == 19
         finally:
             await client.close()
             conn.destroy()
