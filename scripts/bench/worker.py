@@ -1,7 +1,7 @@
 """Inference worker throughput against raw in-process onnxruntime, same models.
 
     PYTHONPATH=. python scripts/bench/worker.py [--seconds 0.3 --rounds 5] [--models var/models]
-        [--mode inproc|rpc|client|both|all] [--provider cpu|cuda]
+        [--mode inproc,rpc,client | both | all] [--provider cpu|cuda]
 
 For each model (mlp-tiny 64-256-10, mlp-mid 512-2048-2048-512, conv-small
 1x3x64x64 conv net), one run measures:
