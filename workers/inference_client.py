@@ -38,11 +38,14 @@ import numpy as np
 
 from mesh.errors import ClosedError, MeshError, TimeoutError_
 from mesh.rpc import RpcPeer, RpcRemoteError, RpcTimeoutError
+from mesh.rpc.errors import UNKNOWN_METHOD
 
 from .coalesce import Coalescer, batch_limits
+from .errors import Busy, ModelNotFound, ModelNotLoaded, Unavailable
 
-# worker error codes that every call of a joined request would have got alone as well
-_SHARED_CODES = frozenset(("BUSY", "UNAVAILABLE", "MODEL_NOT_FOUND", "MODEL_NOT_LOADED", "UNKNOWN_METHOD"))
+# error codes that every call of a joined request would have got alone as well: the
+# worker did not run it, or the model is not there
+_SHARED_CODES = frozenset((Busy.code, Unavailable.code, ModelNotFound.code, ModelNotLoaded.code, UNKNOWN_METHOD))
 HALF_BATCH = -1   # max_rows default: half of the worker's batch size for each model
 
 

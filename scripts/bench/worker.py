@@ -158,7 +158,8 @@ async def bench(model_dir: Path, seconds: float, rounds: int, threads: int, exec
         mesh = await MeshWorkers(model_dir, list(MODELS), settings).__aenter__()
     if "client" in modes:
         from workers.inference_client import InferenceClient
-        clients = {variant: InferenceClient(peer, timeout=60, max_rows=join_max_rows) for variant, peer in mesh.peers.items()}
+        clients = {variant: InferenceClient(peer, timeout=60, max_rows=join_max_rows)
+                   for variant, peer in mesh.peers.items()}
         for client in clients.values():
             await client.refresh()
     results = []

@@ -75,7 +75,8 @@ class ServingConfig:
     batching: combine concurrent requests into one run (needs a dynamic batch dim).
     max_batch_size: most rows in one run (a larger single request runs alone).
     max_delay_ms: with follow_runs off, longest a partial batch waits for more
-    rows before starting beside a run in flight (see the module doc). max_concurrent: runs in flight at once.
+    rows before starting beside a run in flight (see the module doc).
+    max_concurrent: runs in flight at once.
     max_queue: requests allowed to wait beyond those running; past it, BUSY.
     split_bursts: a burst of more than half a batch that finds the model idle
     runs as two half batches back to back, so that the first half's replies
