@@ -78,6 +78,7 @@ class Dispatcher:
         """(reply, worker id) of `method` on a worker of `service`, by `deadline` (loop time)."""
         candidates = await self.candidates(service, deadline)
         strategy = strategy or self.config.strategy_for(service)
+        plan = self.coalescer.plan(value) if method == "infer" else None
         last: GatewayError | None = None
         last_id = ""
         for attempt in range(2):
@@ -87,14 +88,15 @@ class Dispatcher:
             if attempt == 1:
                 self.retries += 1
                 self.on_retry()
-            worker = self.balancer.pick(service, strategy, pool)
+            # a call that joins a request still open goes with it: the balancer spreads joined requests
+            worker = self.coalescer.open_worker(plan, pool) or self.balancer.pick(service, strategy, pool)
             remaining = deadline - self.now()
             if remaining <= 0:
                 raise DeadlineExceeded(f"deadline passed before {service!r} could be called")
             self.balancer.started(worker.id)
             try:
                 if method == "infer":
-                    reply = await self.coalescer.call(worker, value, remaining)
+                    reply = await self.coalescer.call(worker, value, remaining, plan)
                 else:
                     reply = await worker.call(method, value, remaining)
             except RETRYABLE as e:

@@ -19,6 +19,11 @@ Invariants:
   dtypes and trailing shapes.
 - A lone call is never held back: with no joinable call to that worker in flight
   it is sent at once, so one client sees no added latency.
+- A caller that balances calls over several workers asks `open_worker` first: a call
+  that fits a joined request still open in this iteration goes to that request's
+  worker, so that calls arriving together are not spread into several smaller
+  joined requests, each paying the per-message work (the balancer then spreads
+  joined requests, iteration by iteration).
 - Each caller ends with what it would have got alone. Errors that `shared` says
   every caller would have got as well (the worker did not run the request: BUSY,
   unavailable; the model is missing; time is up) go to every caller (their own
@@ -32,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -106,6 +111,7 @@ class Coalescer:
         self._shared = shared
         self._expired = expired
         self._open: dict[tuple[str, Layout], _Group] = {}
+        self._latest: dict[Layout, _Group] = {}   # the group of each layout opened last, while open
         self._inflight: dict[str, int] = {}    # worker id -> coalescible calls waiting on it
         self._tasks: set[asyncio.Task] = set()
         self.joined_requests = 0   # requests that went out inside a joined request
@@ -119,9 +125,26 @@ class Coalescer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def call(self, worker: Target, value: Any, timeout: float) -> Any:
-        """What `worker.call("infer", value, timeout)` returns, possibly as part of a joined request."""
-        found = layout_of(value) if self.max_rows > 1 else None
+    def plan(self, value: Any) -> tuple[Layout, int] | None:
+        """(layout, rows) of an infer value that may join others; None if it goes alone."""
+        return layout_of(value) if self.max_rows > 1 else None
+
+    def open_worker(self, plan: tuple[Layout, int] | None, pool: Sequence[Target]) -> Target | None:
+        """The worker in `pool` of a joined request still open in this iteration that a call
+        of `plan` fits in, if there is one (see the module's invariants)."""
+        if plan is None or not self._latest:
+            return None
+        layout, rows = plan
+        group = self._latest.get(layout)
+        if group is None or group.rows + rows > group.limit:
+            return None
+        wanted = group.worker.id
+        return next((w for w in pool if w.id == wanted), None)
+
+    async def call(self, worker: Target, value: Any, timeout: float, plan: Any = ...) -> Any:
+        """What `worker.call("infer", value, timeout)` returns, possibly as part of a joined
+        request. `plan` is `self.plan(value)` when the caller has it already."""
+        found = self.plan(value) if plan is ... else plan
         if found is None:
             return await worker.call("infer", value, timeout)
         layout, rows = found
@@ -145,10 +168,10 @@ class Coalescer:
         key = (worker.id, layout)
         group = self._open.get(key)
         if group is not None and group.rows + rows > group.limit:
-            del self._open[key]   # full: it leaves as it is when this iteration ends
+            self._forget(key, group)   # full: it leaves as it is when this iteration ends
             group = None
         if group is None:
-            group = self._open[key] = _Group(worker, layout, limit)
+            group = self._open[key] = self._latest[layout] = _Group(worker, layout, limit)
             at_iteration_end(lambda: self._close(key, group), loop)
         call = _Call(value, rows, loop.create_future())
         group.calls.append(call)
@@ -163,9 +186,14 @@ class Coalescer:
         finally:
             timer.cancel()
 
-    def _close(self, key: tuple[str, Layout], group: _Group) -> None:
+    def _forget(self, key: tuple[str, Layout], group: _Group) -> None:
         if self._open.get(key) is group:
             del self._open[key]
+        if self._latest.get(key[1]) is group:
+            del self._latest[key[1]]
+
+    def _close(self, key: tuple[str, Layout], group: _Group) -> None:
+        self._forget(key, group)
         task = asyncio.get_running_loop().create_task(self._send(group))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -256,6 +256,46 @@ async def test_dispatcher_joins_only_after_the_worker_reported_batching():
     assert d.balancer.stats("w0").inflight == 0
 
 
+@pytest.mark.parametrize("strategy", ["least-connections", "round-robin", "random", "power-of-two", "weighted"])
+async def test_calls_that_arrive_together_go_to_one_worker_and_bursts_spread(strategy):
+    """Spreading a burst over two workers would split its joined request in two, each half
+    paying the per-message work: a call that fits a request still open goes with it."""
+    directory = LocalWorkerDirectory()
+    workers = [RowWorker("w0"), RowWorker("w1")]
+    for w in workers:
+        directory.add("m", w)
+        w.gate = asyncio.Event()   # the first burst is still in flight when the second comes
+    d = Dispatcher(directory, GatewayConfig(seed=1))
+    await d.ping_all()
+    deadline = asyncio.get_running_loop().time() + 5
+
+    def burst(n):
+        xs = inputs(n)
+        return xs, asyncio.gather(*(d.call("m", "infer", infer_value(x), deadline, strategy) for x in xs))
+
+    first_xs, first = burst(9)
+    await until(lambda: sum(sum(w.requests) for w in workers) == 9)
+    sent = sorted(n for w in workers for n in w.requests)
+    # the first call to an idle worker goes alone at once; all the others travel as one request
+    assert sent in ([1, 8], [1, 1, 7])
+    if strategy in ("least-connections", "power-of-two"):
+        # with both busy, the next burst goes whole where fewer calls are in flight
+        fewer = min(workers, key=lambda w: sum(w.requests))
+        before = {w.id: len(w.requests) for w in workers}
+        second_xs, second = burst(9)
+        await until(lambda: sum(sum(w.requests) for w in workers) == 18)
+        assert {w.id: w.requests[before[w.id]:] for w in workers} == {
+            w.id: [9] if w is fewer else [] for w in workers}
+    else:
+        second_xs, second = burst(0)
+    for w in workers:
+        w.gate.set()
+    for xs, replies in ((first_xs, await first), (second_xs, await second)):
+        for x, (r, _) in zip(xs, replies):
+            np.testing.assert_array_equal(r["outputs"]["y"], rowwise(x))
+    assert all(d.balancer.stats(w.id).inflight == 0 for w in workers)
+
+
 async def test_gateway_answers_concurrent_requests_as_alone(client, gw, keys, model_bytes):
     """Real workers behind the HTTP gateway: concurrent requests come back with their own rows."""
     await gw.dispatcher.ping_all()        # the workers' capacity: "linear" is batched
