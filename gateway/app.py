@@ -1,4 +1,4 @@
-"""The aiohttp application: state, middlewares (errors, metrics, auth, limits, deadlines).
+"""The aiohttp application: state, and its middleware (errors, metrics, auth, limits, deadlines).
 
 `create_app(config, directory, keys)` builds it; routes come from `routes.py` and
 `kserve.py`, each declaring the scope it needs (PUBLIC: no key).
@@ -122,32 +122,6 @@ def _error_response(request: web.Request, error: GatewayError) -> web.Response:
 _HTTP_ERRORS = {404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge}
 
 
-@web.middleware
-async def errors_and_metrics(request: web.Request, handler):
-    gw = gateway_of(request)
-    start = time.perf_counter()
-    route = _route_name(request)
-    try:
-        response = await handler(request)
-    except GatewayError as e:
-        gw.metrics.error(e.kind)
-        response = _error_response(request, e)
-    except web.HTTPException as e:
-        if e.status not in _HTTP_ERRORS:
-            raise
-        error = _HTTP_ERRORS[e.status](e.reason if e.status != 413 else
-                                       f"body is larger than the limit of {gw.config.max_body_bytes} bytes")
-        gw.metrics.error(error.kind)
-        response = _error_response(request, error)
-    except Exception:  # the HTTP edge: a bug becomes a logged 500 in the JSON shape, not a dropped connection
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        error = GatewayError("internal error")
-        gw.metrics.error(error.kind)
-        response = _error_response(request, error)
-    gw.metrics.observe(route, request.method, response.status, time.perf_counter() - start)
-    return response
-
-
 def api_key_of(request: web.Request) -> str | None:
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
@@ -170,11 +144,38 @@ def request_timeout(request: web.Request, limit: float) -> float:
 
 
 @web.middleware
-async def auth_limits_deadline(request: web.Request, handler):
-    gw = gateway_of(request)
-    if request.match_info.http_exception is not None:
+async def gateway_middleware(request: web.Request, handler):
+    """Every request's frame, in one middleware (each one more is a coroutine per request):
+    key, scope and rate limit, the deadline, errors as JSON, and metrics."""
+    gw = request.app[GATEWAY]
+    start = time.perf_counter()
+    try:
+        response = await _authorized(gw, request, handler)
+    except GatewayError as e:
+        gw.metrics.error(e.kind)
+        response = _error_response(request, e)
+    except web.HTTPException as e:
+        if e.status not in _HTTP_ERRORS:
+            raise
+        error = _HTTP_ERRORS[e.status](e.reason if e.status != 413 else
+                                       f"body is larger than the limit of {gw.config.max_body_bytes} bytes")
+        gw.metrics.error(error.kind)
+        response = _error_response(request, error)
+    except Exception:  # the HTTP edge: a bug becomes a logged 500 in the JSON shape, not a dropped connection
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        error = GatewayError("internal error")
+        gw.metrics.error(error.kind)
+        response = _error_response(request, error)
+    gw.metrics.observe(_route_name(request), request.method, response.status, time.perf_counter() - start)
+    return response
+
+
+async def _authorized(gw: Gateway, request: web.Request, handler):
+    """The handler's response, once the key, its scope and its rate allow it, within the deadline."""
+    info = request.match_info
+    if info.http_exception is not None:
         return await handler(request)
-    scope = gw.scopes.get(request.match_info.handler, ANY)
+    scope = gw.scopes.get(info.handler, ANY)
     if scope != PUBLIC:
         key = gw.keys.authenticate(api_key_of(request))
         require(key, scope)
@@ -231,7 +232,7 @@ def create_app(config: GatewayConfig, directory: WorkerDirectory, keys: KeyStore
                  metrics=None)  # type: ignore[arg-type]
     gw.metrics = Metrics(gw.workers_by_state, gw.busy_poll_stats, lambda: dispatcher.coalescer)
     dispatcher.on_retry = gw.metrics.retries.inc
-    app = web.Application(middlewares=[errors_and_metrics, auth_limits_deadline],
+    app = web.Application(middlewares=[gateway_middleware],
                           client_max_size=config.max_body_bytes)
     app[GATEWAY] = gw
     for module in (routes, kserve):
