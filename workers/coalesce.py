@@ -152,7 +152,12 @@ class Coalescer:
         inflight = self._inflight.get(worker.id, 0)
         self._inflight[worker.id] = inflight + 1
         try:
-            if inflight == 0 or rows >= limit:
+            if rows >= limit:
+                return await worker.call("infer", value, timeout)
+            if inflight == 0:
+                # sent at once; an empty group stays open for the calls that follow it in this
+                # iteration, so that they travel together to this worker (open_worker)
+                self._group(worker, layout, limit, rows)
                 return await worker.call("infer", value, timeout)
             return await self._join(worker, layout, limit, value, rows, timeout)
         finally:
@@ -165,14 +170,7 @@ class Coalescer:
     async def _join(self, worker: Target, layout: Layout, limit: int, value: dict, rows: int,
                     timeout: float) -> Any:
         loop = asyncio.get_running_loop()
-        key = (worker.id, layout)
-        group = self._open.get(key)
-        if group is not None and group.rows + rows > group.limit:
-            self._forget(key, group)   # full: it leaves as it is when this iteration ends
-            group = None
-        if group is None:
-            group = self._open[key] = self._latest[layout] = _Group(worker, layout, limit)
-            at_iteration_end(lambda: self._close(key, group), loop)
+        group = self._group(worker, layout, limit, rows)
         call = _Call(value, rows, loop.create_future())
         group.calls.append(call)
         group.rows += rows
@@ -186,6 +184,19 @@ class Coalescer:
         finally:
             timer.cancel()
 
+    def _group(self, worker: Target, layout: Layout, limit: int, rows: int) -> _Group:
+        """The group open in this iteration for `worker` and `layout` with room for `rows`;
+        a new one if there is none, or it is full (it leaves as it is at the iteration's end)."""
+        key = (worker.id, layout)
+        group = self._open.get(key)
+        if group is not None and group.rows + rows > group.limit:
+            self._forget(key, group)
+            group = None
+        if group is None:
+            group = self._open[key] = self._latest[layout] = _Group(worker, layout, limit)
+            at_iteration_end(lambda: self._close(key, group))
+        return group
+
     def _forget(self, key: tuple[str, Layout], group: _Group) -> None:
         if self._open.get(key) is group:
             del self._open[key]
@@ -194,6 +205,8 @@ class Coalescer:
 
     def _close(self, key: tuple[str, Layout], group: _Group) -> None:
         self._forget(key, group)
+        if not group.calls:   # opened behind a call sent alone, and nobody followed it
+            return
         task = asyncio.get_running_loop().create_task(self._send(group))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -227,7 +227,8 @@ async def healthy_workers(http, base: str, key: str, model: str, n: int, reporte
 @contextlib.asynccontextmanager
 async def stats_client(mesh: Mesh, model: str, n: int):
     """An RPC view of the workers of `model` from this process: yields a function returning
-    {worker public key: infer calls answered OK} from each worker's `stats` method."""
+    {worker public key: requests of BODY served} from each worker's `stats` method, counted
+    by rows: concurrent requests may reach a worker joined into one infer call."""
     directory = MeshWorkerDirectory(GatewayConfig(namespace=NAMESPACE, bootstrap=(_addr(mesh.bootstrap),)))
     await directory.start()
     try:
@@ -239,7 +240,7 @@ async def stats_client(mesh: Mesh, model: str, n: int):
             for w in directory.workers(model):
                 stats = await w.call("stats", {}, 5.0)
                 entry = stats["models"].get(f"{model}@1", {})
-                out[w.id] = entry.get("requests", {}).get("OK", 0)
+                out[w.id] = entry.get("rows", 0) // len(X)   # rows -> requests of BODY
             return out
         yield counts
     finally:
