@@ -18,7 +18,8 @@ Invariants:
   ndarray with the same leading dimension; the group's inputs agree in names,
   dtypes and trailing shapes.
 - A lone call is never held back: with no joinable call to that worker in flight
-  it is sent at once, so one client sees no added latency.
+  it is sent at once, so one client sees no added latency. The calls that follow it
+  in the same iteration join one request to that worker.
 - A caller that balances calls over several workers asks `open_worker` first: a call
   that fits a joined request still open in this iteration goes to that request's
   worker, so that calls arriving together are not spread into several smaller
