@@ -17,8 +17,9 @@ request sends one 1x64 float32 row as JSON and gets 1x10 back.
                                                [--modes bare gateway mesh-1 mesh-2 ray]
                                                [--ray-python /path/to/python-with-ray]
 
-All servers run at once and the runs alternate, so the machine's noise hits them
-alike; the table shows medians over the rounds, and the CPU time per request of all
+All servers but Ray run at once and the runs alternate, so the machine's noise hits
+them alike; Ray Serve runs after them, on its own (its daemons take CPU even while
+idle, which would slow the others). The table shows medians over the rounds, and the CPU time per request of all
 of a variant's server processes (gateway and workers; read from /proc), which noise
 disturbs far less than throughput, and the workers' share of it for the mesh variants.
 """
@@ -418,14 +419,17 @@ def main() -> None:
     modes = ["bare"] + [m for m in args.modes if m != "bare" and (m != "ray" or ray_ok)]
     mesh = MeshBench() if any(m.startswith("mesh") for m in modes) else None
     servers: dict = {}
+    runs: dict = {m: {c: [] for c in args.concurrency} for m in modes}
     try:
-        for m in modes:   # all up at once; runs alternate so noise hits them alike
-            servers[m] = Server(m, mesh)
-        runs: dict = {m: {c: [] for c in args.concurrency} for m in modes}
-        for _ in range(args.rounds):
-            for c in args.concurrency:
-                for m in modes:
-                    runs[m][c].append(servers[m].load(c, args.seconds, args.client_procs))
+        # Ray Serve runs last, on its own: its daemons (raylet, GCS, dashboard) take CPU
+        # while idle, which would slow every other variant on a small machine
+        for phase in ([m for m in modes if m != "ray"], [m for m in modes if m == "ray"]):
+            for m in phase:   # all up at once; runs alternate so noise hits them alike
+                servers[m] = Server(m, mesh)
+            for _ in range(args.rounds):
+                for c in args.concurrency:
+                    for m in phase:
+                        runs[m][c].append(servers[m].load(c, args.seconds, args.client_procs))
     finally:
         for s in servers.values():
             s.stop()
