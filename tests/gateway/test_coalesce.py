@@ -91,6 +91,23 @@ async def test_a_lone_call_is_sent_at_once():
     assert w.requests == [1, 1, 1] and c.joined_calls == 0
 
 
+async def test_open_worker_names_the_worker_of_a_request_still_open_with_room():
+    c, w0, w1 = coalescer(limit=4), RowWorker("w0"), RowWorker("w1")
+    x = inputs(1)[0]
+    plan = c.plan(infer_value(x))
+    assert c.open_worker(plan, [w0, w1]) is None          # nothing open yet
+    calls = [asyncio.ensure_future(c.call(w0, infer_value(x), 5.0, plan)) for _ in range(3)]
+    await asyncio.sleep(0)   # the calls start: one went alone, two wait in the open request
+    assert c.open_worker(plan, [w0, w1]) is w0
+    assert c.open_worker(plan, [w1]) is None               # a retry's pool without that worker
+    assert c.open_worker(c.plan(infer_value(inputs(1, cols=5)[0])), [w0, w1]) is None   # other shape
+    assert c.open_worker(c.plan(infer_value(inputs(1, rows=3)[0])), [w0, w1]) is None   # 2 + 3 > 4 rows
+    assert c.open_worker(None, [w0, w1]) is None           # a call that cannot join
+    await asyncio.gather(*calls)
+    assert c.open_worker(plan, [w0, w1]) is None           # sent: nothing open any more
+    assert w0.requests == [1, 2] and w1.requests == []
+
+
 async def test_joined_requests_stay_within_the_workers_batch_limit():
     c, w = coalescer(limit=4), RowWorker()
     xs = inputs(13)
