@@ -19,9 +19,12 @@ request sends one 1x64 float32 row as JSON and gets 1x10 back.
 
 All servers but Ray run at once and the runs alternate, so the machine's noise hits
 them alike; Ray Serve runs after them, on its own (its daemons take CPU even while
-idle, which would slow the others). The table shows medians over the rounds, and the CPU time per request of all
-of a variant's server processes (gateway and workers; read from /proc), which noise
-disturbs far less than throughput, and the workers' share of it for the mesh variants.
+idle, which would slow the others). The table shows medians over the rounds, and the
+CPU time per request of all of a variant's server processes (gateway and workers;
+read from /proc), which noise disturbs far less than throughput, and the workers'
+share of it for the mesh variants.
+"by round" is the range of each round's ratio to bare's run in the same round (for
+Ray Serve, the round of the same number): what a single round may show.
 """
 
 from __future__ import annotations
@@ -439,12 +442,15 @@ def main() -> None:
     if "ray" in args.modes and not ray_ok:
         print(f"ray serve: not installed for {RAY_PYTHON} (pip install .[ray], or pass --ray-python)")
     print(f"{'server':<36}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'req/s vs bare':>15}"
-          f"{'server CPU us/req':>19}{'CPU vs bare':>13}{'of which workers':>18}")
+          f"{'by round':>12}{'server CPU us/req':>19}{'CPU vs bare':>13}{'of which workers':>18}")
     for mode in modes:
         for c in args.concurrency:
             r, base = results[mode][c], results["bare"][c]
+            # each round's ratio to bare's run of the same round: how far one run may stray
+            ratios = [x["rps"] / b["rps"] for x, b in zip(runs[mode][c], runs["bare"][c])]
+            spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
             print(f"{MODES[mode]:<36}{c:>8}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8.0f}"
-                  f"{r['rps'] / base['rps']:>15.2f}{r['cpu_us']:>19.0f}{r['cpu_us'] / base['cpu_us']:>13.2f}"
+                  f"{r['rps'] / base['rps']:>15.2f}{spread:>12}{r['cpu_us']:>19.0f}{r['cpu_us'] / base['cpu_us']:>13.2f}"
                   f"{'-' if math.isnan(r['workers_cpu_us']) else format(r['workers_cpu_us'], '.0f'):>18}")
     if "ray" in results:
         for c in args.concurrency:
