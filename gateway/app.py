@@ -147,7 +147,7 @@ def request_timeout(request: web.Request, limit: float) -> float:
 async def gateway_middleware(request: web.Request, handler):
     """Every request's frame, in one middleware (each one more is a coroutine per request):
     key, scope and rate limit, the deadline, errors as JSON, and metrics."""
-    gw = request.app[GATEWAY]
+    gw = gateway_of(request)
     start = time.perf_counter()
     try:
         response = await _authorized(gw, request, handler)
